@@ -1,0 +1,102 @@
+"""The one interface every model backend implements.
+
+The engine talks to a model only through :class:`Backend`.  All methods are called from
+the engine's single model worker thread, so an implementation needs no locking of its own;
+``generate`` must check ``cancel`` between tokens and return promptly once it is set.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+
+class BackendError(RuntimeError):
+    """A model could not be loaded or run.  The message is shown to the user as is."""
+
+
+class ModelFileError(BackendError):
+    """The model file is missing, unreadable or not what it should be."""
+
+
+@dataclass
+class FimTokens:
+    """Fill-in-the-middle control tokens as text (None where the model has none)."""
+
+    prefix: str | None = None
+    suffix: str | None = None
+    middle: str | None = None
+    eot: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return bool(self.prefix and self.suffix and self.middle)
+
+
+@dataclass
+class ModelInfo:
+    """What the engine needs to know about a loaded model."""
+
+    name: str
+    path: str = ""
+    n_ctx: int = 2048
+    n_vocab: int = 0
+    architecture: str = ""
+    fim: FimTokens = field(default_factory=FimTokens)
+    eos_token_ids: tuple[int, ...] = ()
+    chat_template: str | None = None
+    device: str = "cpu"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationRequest:
+    """One generation.  ``prompt`` is already tokenized with the model's own tokenizer."""
+
+    prompt: list[int]
+    max_tokens: int
+    temperature: float = 0.0
+    stop: Sequence[str] = ()
+    # Text the output must start with (token healing): generation is constrained until
+    # it has produced these characters; they are NOT stripped by the backend.
+    forced_prefix: str = ""
+    # Called with the text generated so far; returning True stops generation (used for
+    # syntax-aware stops such as "the block ended").
+    should_stop: Callable[[str], bool] | None = None
+    seed: int = 0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    reused_tokens: int  # prompt tokens whose KV cache was reused from the previous call
+    prompt_ms: float
+    generate_ms: float
+    stop_reason: str  # "stop", "length", "cancelled", "eos", "condition"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model.  Created by :func:`lsp_server.backends.load_backend`."""
+
+    info: ModelInfo
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """Tokens of ``text`` (no BOS); ``special`` parses control-token text as such."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def bos_tokens(self) -> list[int]:
+        """Tokens to start every prompt with (BOS where the model wants one)."""
+        ...
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
+        """Generate from ``request.prompt``, reusing the KV cache for the longest common
+        prefix with the previous call.  Checks ``cancel`` between tokens."""
+        ...
+
+    def close(self) -> None: ...

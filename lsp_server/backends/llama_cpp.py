@@ -1,0 +1,350 @@
+"""In-process GGUF models through llama-cpp-python.
+
+The model is loaded once and its context stays warm.  Each call reuses the KV cache for
+the longest token prefix it shares with the previous call, so a keystroke re-evaluates
+only the changed tail of the prompt.  Decoding is our own short loop (greedy by default)
+rather than ``Llama.generate`` so that we can check the cancel flag between tokens,
+constrain the first tokens for token healing, and stop on syntax conditions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import ctypes
+import logging
+import os
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from lsp_server.backends.base import (
+    BackendError,
+    FimTokens,
+    GenerationRequest,
+    GenerationResult,
+    ModelFileError,
+    ModelInfo,
+)
+
+logger = logging.getLogger(__name__)
+
+_log_callback_ref: Any = None
+
+
+def _silence_llama_logs(llama_cpp: Any) -> None:
+    """llama.cpp prints to stderr; keep only errors, through our logger."""
+    global _log_callback_ref
+    if _log_callback_ref is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def _callback(level: int, text: bytes, user_data: Any) -> None:
+        if level <= 2:  # GGML_LOG_LEVEL_ERROR = 2 (NONE=0, DEBUG=1... varies): keep errors
+            msg = text.decode("utf-8", "replace").rstrip()
+            if msg:
+                logger.debug("llama.cpp: %s", msg)
+
+    _log_callback_ref = _callback
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def check_gguf_header(path: str) -> None:
+    """Fail early, with the path, on a file that is not a GGUF model."""
+    if not os.path.isfile(path):
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc}") from exc
+    if magic != b"GGUF":
+        raise ModelFileError(f"{path} is not a GGUF model file (magic {magic!r}); it may be corrupt or incomplete")
+
+
+class LlamaCppBackend:
+    """A GGUF model in this process."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        n_ctx: int = 2048,
+        gpu_layers: int = 0,
+        threads: int = 0,
+        name: str = "",
+        swa_full: bool = True,
+    ) -> None:
+        check_gguf_header(path)
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BackendError(
+                "llama-cpp-python is not installed; run `make install` (see README)"
+            ) from exc
+        self._lib = llama_cpp
+        _silence_llama_logs(llama_cpp)
+        n_threads = threads or max(1, os.cpu_count() or 1)
+        t0 = time.perf_counter()
+        try:
+            self.llama = llama_cpp.Llama(
+                model_path=path,
+                n_ctx=n_ctx,
+                n_batch=min(512, n_ctx),
+                n_gpu_layers=gpu_layers,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                logits_all=False,
+                verbose=False,
+                # A full-size cache for sliding-window layers (Gemma 3 and others) so that
+                # the KV cache can be truncated to a common prefix: without it llama.cpp
+                # refuses partial removal and every keystroke re-evaluates the whole prompt.
+                swa_full=swa_full,
+            )
+        except ValueError as exc:
+            raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from exc
+        self.load_ms = (time.perf_counter() - t0) * 1000
+        self._vocab = self.llama._model.vocab
+        self._n_vocab = self.llama.n_vocab()
+        self._piece_cache: dict[int, bytes] = {}
+        self._sorted_pieces: list[bytes] | None = None
+        self._sorted_ids: list[int] | None = None
+        self._pieces_by_bytes: dict[bytes, list[int]] | None = None
+        self._rng = np.random.default_rng(0)
+        meta = dict(self.llama.metadata)
+        self.info = ModelInfo(
+            name=name or meta.get("general.name", os.path.basename(path)),
+            path=path,
+            n_ctx=self.llama.n_ctx(),
+            n_vocab=self._n_vocab,
+            architecture=meta.get("general.architecture", ""),
+            fim=self._fim_tokens(),
+            eos_token_ids=tuple(t for t in (self.llama.token_eos(),) if t >= 0),
+            chat_template=meta.get("tokenizer.chat_template"),
+            device=self._device(gpu_layers),
+            metadata=meta,
+        )
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        logger.info(
+            "loaded %s (%s, n_ctx=%d, %d threads) on %s in %.0f ms",
+            self.info.name,
+            self.info.architecture,
+            self.info.n_ctx,
+            n_threads,
+            self.info.device,
+            self.load_ms,
+        )
+
+    # ----------------------------------------------------------------- model facts
+    def _device(self, gpu_layers: int) -> str:
+        lib = self._lib
+        offload = bool(getattr(lib, "llama_supports_gpu_offload", lambda: False)())
+        if gpu_layers != 0 and offload:
+            return f"gpu ({'all' if gpu_layers < 0 else gpu_layers} layers offloaded)"
+        if gpu_layers != 0 and not offload:
+            logger.warning("gpuLayers=%d but this llama-cpp-python build has no GPU support", gpu_layers)
+        return "cpu"
+
+    def _token_text(self, token: int) -> str | None:
+        if token < 0 or token >= self._n_vocab:
+            return None
+        raw = self._lib.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def _fim_tokens(self) -> FimTokens:
+        lib = self._lib
+        vocab = self._vocab
+        pre = self._token_text(lib.llama_vocab_fim_pre(vocab))
+        suf = self._token_text(lib.llama_vocab_fim_suf(vocab))
+        mid = self._token_text(lib.llama_vocab_fim_mid(vocab))
+        eot: list[str] = []
+        for fn in ("llama_vocab_eot", "llama_vocab_eos"):
+            f = getattr(lib, fn, None)
+            if f is not None:
+                text = self._token_text(f(vocab))
+                if text:
+                    eot.append(text)
+        return FimTokens(prefix=pre, suffix=suf, middle=mid, eot=tuple(eot))
+
+    # ------------------------------------------------------------------ tokenizer
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        data = text.encode("utf-8", "replace")
+        if not data:
+            return []
+        return list(self.llama.tokenize(data, add_bos=False, special=special))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token adds to the text (control tokens add none)."""
+        cached = self._piece_cache.get(token)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        data = buf.raw[: max(0, n)]
+        self._piece_cache[token] = data
+        return data
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def bos_tokens(self) -> list[int]:
+        bos = self.llama.token_bos()
+        return [bos] if self._add_bos and bos >= 0 else []
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    # --------------------------------------------------------------- token healing
+    def _build_piece_index(self) -> None:
+        pairs = []
+        by_bytes: dict[bytes, list[int]] = {}
+        for tok in range(self._n_vocab):
+            data = self.piece(tok)
+            if not data or self.is_eog(tok):
+                continue
+            pairs.append((data, tok))
+            by_bytes.setdefault(data, []).append(tok)
+        pairs.sort()
+        self._sorted_pieces = [p for p, _ in pairs]
+        self._sorted_ids = [t for _, t in pairs]
+        self._pieces_by_bytes = by_bytes
+
+    def allowed_tokens(self, remaining: bytes) -> np.ndarray:
+        """Tokens consistent with having to produce ``remaining`` next."""
+        if self._sorted_pieces is None:
+            self._build_piece_index()
+        assert self._sorted_pieces is not None and self._sorted_ids is not None
+        assert self._pieces_by_bytes is not None
+        allowed: list[int] = []
+        # Tokens that start with the remaining bytes (they finish the forced part).
+        i = bisect.bisect_left(self._sorted_pieces, remaining)
+        while i < len(self._sorted_pieces) and self._sorted_pieces[i].startswith(remaining):
+            allowed.append(self._sorted_ids[i])
+            i += 1
+        # Tokens that are a proper prefix of the remaining bytes (they eat part of it).
+        for k in range(1, len(remaining)):
+            allowed.extend(self._pieces_by_bytes.get(remaining[:k], ()))
+        return np.asarray(allowed, dtype=np.int64)
+
+    # ----------------------------------------------------------------- generation
+    def _logits(self) -> np.ndarray:
+        ptr = self.llama._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+
+    def _eval_prompt(self, prompt: list[int]) -> int:
+        """Bring the KV cache to ``prompt``; returns how many tokens were reused."""
+        llama = self.llama
+        cached = llama.input_ids[: llama.n_tokens]
+        common = 0
+        limit = min(len(cached), len(prompt))
+        if limit:
+            eq = np.asarray(cached[:limit]) == np.asarray(prompt[:limit], dtype=cached.dtype)
+            mismatch = np.flatnonzero(~eq)
+            common = int(mismatch[0]) if mismatch.size else limit
+        if common >= len(prompt):
+            common = len(prompt) - 1  # re-evaluate the last token to get fresh logits
+        if common > 0 and not llama._ctx.kv_cache_seq_rm(-1, common, -1):
+            logger.debug("KV cache could not be truncated to %d tokens; full re-evaluation", common)
+            common = 0
+        if common == 0:
+            llama.reset()
+            llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llama.n_tokens = common
+        llama.eval(prompt[common:])
+        return common
+
+    def _pick(self, logits: np.ndarray, temperature: float, allowed: np.ndarray | None) -> int:
+        if allowed is not None:
+            if allowed.size == 0:
+                return -1
+            sub = logits[allowed]
+            if temperature <= 0:
+                return int(allowed[int(np.argmax(sub))])
+            probs = np.exp((sub - sub.max()) / temperature)
+            return int(self._rng.choice(allowed, p=probs / probs.sum()))
+        if temperature <= 0:
+            return int(np.argmax(logits))
+        top = np.argpartition(logits, -40)[-40:]
+        sub = logits[top]
+        probs = np.exp((sub - sub.max()) / temperature)
+        return int(self._rng.choice(top, p=probs / probs.sum()))
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
+        if not request.prompt:
+            raise BackendError("empty prompt")
+        if len(request.prompt) + request.max_tokens > self.info.n_ctx:
+            raise BackendError(
+                f"prompt of {len(request.prompt)} tokens + {request.max_tokens} new tokens "
+                f"exceeds the model's context of {self.info.n_ctx}"
+            )
+        if request.seed:
+            self._rng = np.random.default_rng(request.seed)
+        t0 = time.perf_counter()
+        reused = self._eval_prompt(list(request.prompt))
+        t1 = time.perf_counter()
+        forced = request.forced_prefix.encode("utf-8", "replace")
+        produced = b""
+        text = ""
+        tokens: list[int] = []
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stop_reason = "length"
+        for _ in range(request.max_tokens):
+            if cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            allowed = None
+            if len(produced) < len(forced):
+                allowed = self.allowed_tokens(forced[len(produced) :])
+            token = self._pick(self._logits(), request.temperature, allowed)
+            if token < 0 or self.is_eog(token):
+                stop_reason = "eos"
+                break
+            tokens.append(token)
+            piece = self.piece(token)
+            produced += piece
+            text += decoder.decode(piece)
+            hit = _find_stop(text, request.stop)
+            if hit is not None:
+                text = text[:hit]
+                stop_reason = "stop"
+                break
+            if request.should_stop is not None and len(produced) >= len(forced) and request.should_stop(text):
+                stop_reason = "condition"
+                break
+            self.llama.eval([token])
+        text += decoder.decode(b"", final=True) if stop_reason not in ("stop",) else ""
+        t2 = time.perf_counter()
+        return GenerationResult(
+            text=text,
+            tokens=tokens,
+            prompt_tokens=len(request.prompt),
+            reused_tokens=reused,
+            prompt_ms=(t1 - t0) * 1000,
+            generate_ms=(t2 - t1) * 1000,
+            stop_reason=stop_reason,
+        )
+
+    def close(self) -> None:
+        llama = getattr(self, "llama", None)
+        if llama is not None:
+            try:
+                llama.close()
+            except Exception:  # pragma: no cover - best effort
+                logger.debug("closing llama failed", exc_info=True)
+            self.llama = None  # type: ignore[assignment]
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int | None:
+    best: int | None = None
+    for stop in stops:
+        if not stop:
+            continue
+        idx = text.find(stop)
+        if idx != -1 and (best is None or idx < best):
+            best = idx
+    return best

@@ -1,0 +1,168 @@
+"""Typed settings for the server, validated once.
+
+Clients send settings as camelCase JSON (``initializationOptions`` or the ``quill``
+section of ``workspace/didChangeConfiguration``).  :func:`parse_settings` turns that into a
+:class:`Settings` value.  A bad value never raises: it is reported in the returned list of
+problems and the previous (or default) value is kept, so the server stays usable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+BACKENDS = ("llama_cpp", "ctransformers", "openai")
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the server understands (camelCase on the wire)."""
+
+    model: str = DEFAULT_MODEL
+    backend: str = "llama_cpp"
+    endpoint: str | None = None
+    api_key_env: str = "QUILL_API_KEY"
+    gpu_layers: int = 0
+    context_tokens: int = 2048
+    max_tokens: int = 64
+    temperature: float = 0.0
+    debounce_ms: int = 0
+    workspace_context: bool = True
+    request_timeout_s: float = 30.0
+    threads: int = 0
+    enabled: bool = True
+    # Reuse earlier suggestions: the same context again, or the user typing the start of
+    # the shown suggestion.  Benchmarks turn it off to measure the model path.
+    cache_completions: bool = True
+
+    def model_settings(self) -> tuple[Any, ...]:
+        """The part of the settings that needs the model to be (re)loaded when it changes."""
+        return (
+            self.model,
+            self.backend,
+            self.endpoint,
+            self.api_key_env,
+            self.gpu_layers,
+            self.context_tokens,
+            self.threads,
+        )
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError("expected true or false")
+
+
+def _as_int(lo: int, hi: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")
+        ivalue = int(value)
+        if not lo <= ivalue <= hi:
+            raise ValueError(f"expected an integer between {lo} and {hi}")
+        return ivalue
+
+    return convert
+
+
+def _as_float(lo: float, hi: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a number")
+        fvalue = float(value)
+        if not lo <= fvalue <= hi:
+            raise ValueError(f"expected a number between {lo} and {hi}")
+        return fvalue
+
+    return convert
+
+
+def _as_nonempty_str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _as_optional_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value.strip()
+
+
+def _as_backend(value: Any) -> str:
+    if value not in BACKENDS:
+        raise ValueError(f"expected one of {', '.join(BACKENDS)}")
+    return str(value)
+
+
+def _as_endpoint(value: Any) -> str | None:
+    text = _as_optional_str(value)
+    if text is not None and not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return text
+
+
+# camelCase key -> (dataclass field, converter)
+_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "model": ("model", _as_nonempty_str),
+    "backend": ("backend", _as_backend),
+    "endpoint": ("endpoint", _as_endpoint),
+    "apiKeyEnv": ("api_key_env", _as_nonempty_str),
+    "gpuLayers": ("gpu_layers", _as_int(-1, 100_000)),
+    "contextTokens": ("context_tokens", _as_int(256, 1_048_576)),
+    "maxTokens": ("max_tokens", _as_int(1, 4096)),
+    "temperature": ("temperature", _as_float(0.0, 2.0)),
+    "debounceMs": ("debounce_ms", _as_int(0, 10_000)),
+    "workspaceContext": ("workspace_context", _as_bool),
+    "requestTimeoutS": ("request_timeout_s", _as_float(0.1, 3600.0)),
+    "threads": ("threads", _as_int(0, 1024)),
+    "enabled": ("enabled", _as_bool),
+    "cacheCompletions": ("cache_completions", _as_bool),
+}
+
+SETTING_KEYS = tuple(_FIELDS)
+
+
+def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Validate client settings.
+
+    ``raw`` is the JSON object from the client; it may be wrapped in ``{"quill": {...}}``.
+    Returns the new settings and a list of human-readable problems (empty when all is
+    well).  Invalid or unknown keys keep the value from ``base`` (or the default).
+    """
+    base = base or Settings()
+    problems: list[str] = []
+    if raw is None:
+        return base, problems
+    if isinstance(raw, dict) and isinstance(raw.get("quill"), dict):
+        raw = raw["quill"]
+    if not isinstance(raw, dict):
+        return base, [f"Quill settings must be an object, got {type(raw).__name__}"]
+
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        spec = _FIELDS.get(key)
+        if spec is None:
+            problems.append(f"unknown setting quill.{key} (ignored)")
+            continue
+        name, convert = spec
+        if value is None and name not in ("endpoint",):
+            continue  # null means "use the default / keep the current value"
+        try:
+            changes[name] = convert(value)
+        except ValueError as exc:
+            current = getattr(base, name)
+            problems.append(f"quill.{key}={value!r} is invalid: {exc}; keeping {current!r}")
+    return dataclasses.replace(base, **changes), problems
+
+
+def to_camel_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as the client would send them (for logs and `quill-lsp complete`)."""
+    return {key: getattr(settings, name) for key, (name, _) in _FIELDS.items()}

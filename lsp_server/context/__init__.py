@@ -1,0 +1,1 @@
+"""Workspace context: open documents, syntax trees, symbol index, retrieval."""

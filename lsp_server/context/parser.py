@@ -1,0 +1,198 @@
+"""Tree-sitter parsing of open documents, incremental on every change.
+
+Grammars come from tree-sitter-language-pack (pinned to a release that ships them inside
+the wheel; later releases download grammars at run time, which an offline machine cannot).
+Each open document keeps its tree; a change is applied with ``tree.edit()`` at once and the
+re-parse happens lazily, reusing the old tree, when a request needs the syntax.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from lsp_server.context.documents import Document, DocumentStore
+from lsp_server.engine.postprocess import SyntaxHint
+
+logger = logging.getLogger(__name__)
+
+MAX_PARSE_BYTES = 1_000_000  # bigger files (minified bundles) get no syntax help
+
+# LSP languageId / file extension -> tree-sitter-language-pack name.
+LANGUAGE_IDS = {
+    "python": "python",
+    "javascript": "javascript",
+    "javascriptreact": "javascript",
+    "typescript": "typescript",
+    "typescriptreact": "tsx",
+    "go": "go",
+    "rust": "rust",
+    "java": "java",
+    "c": "c",
+    "cpp": "cpp",
+    "csharp": "csharp",
+    "ruby": "ruby",
+    "php": "php",
+    "lua": "lua",
+    "kotlin": "kotlin",
+    "swift": "swift",
+    "scala": "scala",
+    "bash": "bash",
+    "shellscript": "bash",
+}
+EXTENSIONS = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".tsx": "tsx",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
+    ".cs": "csharp",
+    ".rb": "ruby",
+    ".php": "php",
+    ".lua": "lua",
+    ".kt": "kotlin",
+    ".swift": "swift",
+    ".scala": "scala",
+    ".sh": "bash",
+}
+
+_parsers: dict[str, Any] = {}
+
+
+def language_for(path_or_uri: str, language_id: str = "") -> str | None:
+    """The grammar name for a document, or None for plain text."""
+    if language_id and language_id in LANGUAGE_IDS:
+        return LANGUAGE_IDS[language_id]
+    ext = os.path.splitext(path_or_uri)[1].lower()
+    return EXTENSIONS.get(ext)
+
+
+def get_parser(language: str) -> Any | None:
+    """A cached tree-sitter parser, or None when the grammar is unavailable."""
+    if language in _parsers:
+        return _parsers[language]
+    parser = None
+    try:
+        from tree_sitter_language_pack import get_parser as _get
+
+        parser = _get(language)  # type: ignore[arg-type]
+    except Exception as exc:  # a missing grammar degrades to plain text
+        logger.warning("no tree-sitter grammar for %s: %s", language, exc)
+    _parsers[language] = parser
+    return parser
+
+
+def _point_after(start: tuple[int, int], text: str) -> tuple[int, int]:
+    nl = text.count("\n")
+    if nl == 0:
+        return start[0], start[1] + len(text.encode("utf-8", "surrogatepass"))
+    last = text[text.rfind("\n") + 1 :]
+    return start[0] + nl, len(last.encode("utf-8", "surrogatepass"))
+
+
+@dataclass
+class _ParsedDoc:
+    language: str
+    tree: Any | None = None
+    dirty: bool = True
+    source: bytes = b""
+
+
+class DocumentParser:
+    """Keeps a syntax tree per open document in step with its edits."""
+
+    def __init__(self, store: DocumentStore) -> None:
+        self._docs: dict[str, _ParsedDoc] = {}
+        store.add_listener(self._on_change)
+
+    def _on_change(self, doc: Document, edits: list[tuple[int, int, int, str]]) -> None:
+        language = language_for(doc.uri, doc.language_id)
+        if language is None or len(doc.text) > MAX_PARSE_BYTES:
+            self._docs.pop(doc.uri, None)
+            return
+        state = self._docs.get(doc.uri)
+        if state is None or state.language != language or not edits or len(edits) > 1 or state.tree is None:
+            # Opened, or several changes at once: parse from scratch next time.
+            self._docs[doc.uri] = _ParsedDoc(language=language)
+            return
+        start, old_end, new_end, old_slice = edits[0]
+        before = doc.text[:start]
+        start_byte = len(before.encode("utf-8", "surrogatepass"))
+        row = before.count("\n")
+        col = len(before[before.rfind("\n") + 1 :].encode("utf-8", "surrogatepass"))
+        inserted = doc.text[start:new_end]
+        state.tree.edit(
+            start_byte=start_byte,
+            old_end_byte=start_byte + len(old_slice.encode("utf-8", "surrogatepass")),
+            new_end_byte=start_byte + len(inserted.encode("utf-8", "surrogatepass")),
+            start_point=(row, col),
+            old_end_point=_point_after((row, col), old_slice),
+            new_end_point=_point_after((row, col), inserted),
+        )
+        state.dirty = True
+
+    def forget(self, uri: str) -> None:
+        self._docs.pop(uri, None)
+
+    def tree(self, doc: Document) -> Any | None:
+        """The up-to-date tree of ``doc`` (None for plain text or huge files)."""
+        state = self._docs.get(doc.uri)
+        if state is None:
+            language = language_for(doc.uri, doc.language_id)
+            if language is None or len(doc.text) > MAX_PARSE_BYTES:
+                return None
+            state = self._docs[doc.uri] = _ParsedDoc(language=language)
+        if state.dirty or state.tree is None:
+            parser = get_parser(state.language)
+            if parser is None:
+                return None
+            source = doc.text.encode("utf-8", "surrogatepass")
+            try:
+                state.tree = parser.parse(source, state.tree) if state.tree is not None else parser.parse(source)
+            except Exception:
+                logger.exception("tree-sitter failed on %s", doc.uri)
+                state.tree = None
+                return None
+            state.source = source
+            state.dirty = False
+        return state.tree
+
+    def hint(self, doc: Document, offset: int) -> SyntaxHint:
+        """Syntax facts at a string offset of ``doc``."""
+        tree = self.tree(doc)
+        if tree is None:
+            return SyntaxHint()
+        byte = len(doc.text[:offset].encode("utf-8", "surrogatepass"))
+        return syntax_hint(tree.root_node, byte)
+
+
+def syntax_hint(root: Any, byte: int) -> SyntaxHint:
+    node = root.descendant_for_byte_range(max(0, byte - 1), byte)
+    in_comment = in_string = False
+    walk = node
+    while walk is not None:
+        kind = walk.type
+        if "comment" in kind and walk.start_byte < byte <= walk.end_byte:
+            in_comment = True
+            break
+        if ("string" in kind or kind in ("template_literal", "heredoc_body")) and walk.start_byte < byte < walk.end_byte:
+            in_string = True
+            break
+        walk = walk.parent
+    return SyntaxHint(in_comment=in_comment, in_string=in_string, has_error=bool(root.has_error))

@@ -1,0 +1,1 @@
+"""Completion engine: pure logic, no pygls, no file IO."""

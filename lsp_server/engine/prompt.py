@@ -1,0 +1,217 @@
+"""Prompt assembly under a token budget counted with the model's own tokenizer.
+
+The builder fits (context chunks, prefix, suffix) into ``budget`` tokens:
+- the suffix (FIM templates only) gets a small share, cut at its end;
+- the prefix is cut at its start on a line boundary from a coarse grid (every
+  ``PREFIX_LINE_QUANTUM`` lines), so that successive keystrokes keep the same first tokens
+  and the KV cache of the previous request is reused;
+- retrieved context chunks fill what is left, in the order given;
+- the last token of the prefix is taken back and handed to the generator as a forced
+  prefix ("token healing"), so a cursor after indentation or inside an identifier does not
+  make the model emit a stray space or a broken word.
+
+The prompt returned is exactly the token list the model sees; ``n_tokens`` is its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from lsp_server.engine.templates import ContextChunk, PromptTemplate, Segment
+
+PREFIX_LINE_QUANTUM = 16
+# Characters per token is rarely below 1.5 for code; reading more than this many characters
+# of prefix per budget token is wasted tokenizer work (a 5 MB minified line stays cheap).
+MAX_CHARS_PER_TOKEN = 6
+
+
+class Tokenizer(Protocol):
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def bos_tokens(self) -> list[int]: ...
+
+
+@dataclass
+class Prompt:
+    tokens: list[int]
+    forced_prefix: str  # text taken back from the prefix end (token healing)
+    n_context_tokens: int = 0
+    n_prefix_tokens: int = 0
+    n_suffix_tokens: int = 0
+    chunks_used: list[ContextChunk] = field(default_factory=list)
+    prefix_start_line: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """How many tokens the prompt may have, and how they are shared."""
+
+    total: int
+    suffix_max: int = 128
+    context_share: float = 0.35  # at most this share of ``total`` goes to retrieved context
+
+    @classmethod
+    def for_model(cls, n_ctx: int, context_tokens: int, max_tokens: int, suffix_max: int = 128) -> PromptBudget:
+        window = min(n_ctx, context_tokens)
+        return cls(total=max(16, window - max_tokens - 1), suffix_max=suffix_max)
+
+
+def _segments_tokens(tok: Tokenizer, segments: list[Segment]) -> list[int]:
+    out: list[int] = []
+    for seg in segments:
+        if not seg.text:
+            continue
+        out.extend(tok.tokenize(seg.text, special=seg.kind == "control"))
+    return out
+
+
+def _heal(tok: Tokenizer, prefix: str, tokens: list[int]) -> tuple[list[int], str]:
+    """Take back the last prefix token if it is a clean text boundary."""
+    if not tokens or not prefix:
+        return tokens, ""
+    head = tok.detokenize(tokens[:-1])
+    if not prefix.startswith(head):
+        return tokens, ""
+    forced = prefix[len(head) :]
+    if not forced or len(forced) > 32:
+        return tokens, ""
+    return tokens[:-1], forced
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer: Tokenizer, template: PromptTemplate, heal: bool = True) -> None:
+        self.tok = tokenizer
+        self.template = template
+        self.heal = heal
+
+    def build(
+        self,
+        prefix: str,
+        suffix: str,
+        budget: PromptBudget,
+        chunks: Sequence[ContextChunk] = (),
+        path: str = "",
+        repo_name: str = "",
+    ) -> Prompt:
+        tpl = self.template
+        tok = self.tok
+        bos = tok.bos_tokens()
+
+        use_suffix = tpl.is_fim
+        suffix_tokens: list[int] = []
+        if use_suffix and suffix:
+            suffix_text = suffix[: budget.suffix_max * MAX_CHARS_PER_TOKEN]
+            suffix_tokens = tok.tokenize(suffix_text)[: budget.suffix_max]
+            # Cut back to what those tokens spell, so no half token is left dangling.
+            suffix = tok.detokenize(suffix_tokens)
+        else:
+            suffix = ""
+
+        # Fixed markup cost: control tokens of the completion layout with empty texts.
+        fixed = len(bos) + len(_segments_tokens(tok, tpl.completion_segments("", "", use_suffix)))
+        available = budget.total - fixed - len(suffix_tokens)
+        if available < 1:
+            # A tiny window: drop the suffix rather than the prefix.
+            suffix, suffix_tokens, use_suffix = "", [], False
+            fixed = len(bos) + len(_segments_tokens(tok, tpl.completion_segments("", "", False)))
+            available = max(1, budget.total - fixed)
+
+        # Prefix: start on a quantized line boundary, move forward until it fits.
+        max_chars = available * MAX_CHARS_PER_TOKEN
+        line_starts = _line_starts_from(prefix, max(0, len(prefix) - max_chars))
+        prefix_text, prefix_tokens, start_index = self._fit_prefix(prefix, line_starts, available)
+        prefix_start_line = prefix[: line_starts[start_index]].count("\n") if line_starts else 0
+
+        healed_tokens, forced = (prefix_tokens, "")
+        if self.heal:
+            healed_tokens, forced = _heal(tok, prefix_text, prefix_tokens)
+            if forced:
+                prefix_text = prefix_text[: len(prefix_text) - len(forced)]
+
+        # Context: only whole chunks, only what fits next to the prefix.
+        room = budget.total - fixed - len(suffix_tokens) - len(prefix_tokens)
+        room = min(room, int(budget.total * budget.context_share))
+        used: list[ContextChunk] = []
+        ctx_tokens: list[int] = []
+        header_tokens: list[int] = []
+        if chunks and room > 0:
+            for chunk in chunks:
+                seg_tokens = _segments_tokens(tok, tpl.context_segments(used + [chunk], repo_name))
+                header = _segments_tokens(tok, tpl.file_header(path, True))
+                if len(seg_tokens) + len(header) <= room:
+                    used.append(chunk)
+                    ctx_tokens, header_tokens = seg_tokens, header
+        tokens = list(bos) + ctx_tokens + header_tokens
+        n_ctx_tokens = len(ctx_tokens) + len(header_tokens)
+
+        for seg in tpl.completion_segments("\0P", "\0S", use_suffix):
+            if seg.role == "prefix":
+                tokens.extend(healed_tokens)
+            elif seg.role == "suffix":
+                tokens.extend(suffix_tokens)
+            elif seg.text:
+                tokens.extend(tok.tokenize(seg.text, special=seg.kind == "control"))
+        return Prompt(
+            tokens=tokens,
+            forced_prefix=forced,
+            n_context_tokens=n_ctx_tokens,
+            n_prefix_tokens=len(healed_tokens),
+            n_suffix_tokens=len(suffix_tokens),
+            chunks_used=used,
+            prefix_start_line=prefix_start_line,
+        )
+
+    def _fit_prefix(self, prefix: str, line_starts: list[int], available: int) -> tuple[str, list[int], int]:
+        """The longest grid-aligned tail of ``prefix`` whose tokens fit in ``available``."""
+        tok = self.tok
+        if not line_starts:
+            line_starts = [0]
+        # Grid: every PREFIX_LINE_QUANTUM-th line start, counted from the file's start so the
+        # grid does not move while the user types on the last line.
+        first_line = prefix[: line_starts[0]].count("\n")
+        candidates = [i for i in range(len(line_starts)) if (first_line + i) % PREFIX_LINE_QUANTUM == 0]
+        if not candidates or candidates[0] != 0:
+            candidates = [0] + candidates
+        candidates.append(len(line_starts) - 1)  # the cursor's own line, last resort
+        i = 0
+        while i < len(candidates):
+            idx = candidates[i]
+            text = prefix[line_starts[idx] :]
+            tokens = tok.tokenize(text)
+            if len(tokens) <= available:
+                return text, tokens, idx
+            # Jump ahead by about as many characters as the excess tokens span.
+            chars_per_token = len(text) / max(1, len(tokens))
+            target = line_starts[idx] + (len(tokens) - available) * chars_per_token
+            j = i + 1
+            while j < len(candidates) - 1 and line_starts[candidates[j]] < target:
+                j += 1
+            i = j
+        # Even the cursor line alone is too long (a minified file): keep its last tokens.
+        text = prefix[line_starts[-1] :]
+        tokens = tok.tokenize(text)[-available:]
+        text = tok.detokenize(tokens)
+        return text, tokens, len(line_starts) - 1
+
+
+def _line_starts_from(text: str, start: int) -> list[int]:
+    """Offsets of line starts in ``text`` at or after ``start`` (``start`` itself when the
+    text is one long line)."""
+    starts: list[int] = []
+    if start == 0:
+        starts.append(0)
+    pos = text.find("\n", max(0, start - 1) if start else 0)
+    while pos != -1:
+        if pos + 1 >= start and pos + 1 <= len(text):
+            starts.append(pos + 1)
+        pos = text.find("\n", pos + 1)
+    if not starts:
+        starts.append(start)
+    return sorted(set(starts))

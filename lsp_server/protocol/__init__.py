@@ -1,0 +1,1 @@
+"""LSP handlers (the only package that imports pygls/lsprotocol)."""

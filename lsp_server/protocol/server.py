@@ -1,0 +1,333 @@
+"""The LSP server: thin pygls handlers over the engine.
+
+This package is the only place that imports pygls or lsprotocol.  Handlers convert LSP
+types to the engine's plain dataclasses and back; anything that can take long is
+``async def`` so that ``$/cancelRequest`` and newer keystrokes really stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import Any, Callable
+from urllib.parse import unquote, urlparse
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+
+from lsp_server import __version__
+from lsp_server.config import Settings, parse_settings
+from lsp_server.context.documents import DocumentNotOpen, DocumentStore, TextChange
+from lsp_server.context.parser import DocumentParser
+from lsp_server.engine.engine import CompletionEngine, CompletionRequest, CompletionResult, ModelUnavailable
+
+logger = logging.getLogger(__name__)
+
+STATUS_REQUEST = "quill/status"
+MODEL_STATE_NOTIFICATION = "quill/modelState"
+
+
+def uri_to_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        return uri
+    return unquote(parsed.path)
+
+
+class Notifier:
+    """User-facing messages: each distinct message at most once a minute."""
+
+    def __init__(self, server: LanguageServer, interval_s: float = 60.0) -> None:
+        self._server = server
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Error) -> None:
+        now = time.monotonic()
+        if now - self._last.get(message, -1e9) < self._interval:
+            logger.info("(suppressed repeat) %s", message)
+            return
+        self._last[message] = now
+        logger.log(logging.ERROR if kind == types.MessageType.Error else logging.WARNING, "%s", message)
+        try:
+            self._server.window_show_message(types.ShowMessageParams(type=kind, message=f"Quill: {message}"))
+        except Exception:
+            logger.debug("could not send showMessage", exc_info=True)
+
+
+class QuillServer(LanguageServer):
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        super().__init__(
+            name="quill-lsp",
+            version=__version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            **kwargs,
+        )
+        self.settings = settings or Settings()
+        self.documents = DocumentStore()
+        self.parser = DocumentParser(self.documents)
+        self.engine = CompletionEngine(self.settings)
+        self.engine.on_model_state = self._on_model_state
+        self.notifier = Notifier(self)
+        self.workspace_roots: list[str] = []
+        self.model_state = ("idle", "")
+        self._load_task: asyncio.Task[Any] | None = None
+        # Feature modules (context index, code actions) register start-up hooks here.
+        self.on_initialized: list[Callable[[QuillServer], Any]] = []
+        self.on_settings_changed: list[Callable[[QuillServer, Settings], Any]] = []
+
+    # --------------------------------------------------------------- helpers
+    def _on_model_state(self, state: str, detail: str) -> None:
+        self.model_state = (state, detail)
+        try:
+            self.protocol.notify(MODEL_STATE_NOTIFICATION, {"state": state, "detail": detail})
+        except Exception:
+            logger.debug("could not send model state", exc_info=True)
+
+    def apply_settings(self, raw: Any, *, initial: bool = False) -> None:
+        settings, problems = parse_settings(raw, self.settings)
+        for problem in problems:
+            self.notifier.show(problem, types.MessageType.Warning)
+        self.settings = settings
+        reload = self.engine.update_settings(settings)
+        for hook in self.on_settings_changed:
+            try:
+                hook(self, settings)
+            except Exception:
+                logger.exception("settings hook failed")
+        if reload and not initial:
+            self.start_model_load()
+
+    def start_model_load(self) -> None:
+        """Load (or reload) the model in the background, with $/progress."""
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        self._load_task = asyncio.ensure_future(self._load_model_with_progress())
+
+    def _client_has_progress(self) -> bool:
+        caps = self.client_capabilities
+        return bool(caps and caps.window and caps.window.work_done_progress)
+
+    async def _load_model_with_progress(self) -> None:
+        token = f"quill-model-{uuid.uuid4()}" if self._client_has_progress() else None
+        if token is not None:
+            try:
+                await self.work_done_progress.create_async(token)
+                self.work_done_progress.begin(
+                    token, types.WorkDoneProgressBegin(title="Quill", message=f"loading model {self.settings.model}")
+                )
+            except Exception:
+                logger.debug("client refused progress", exc_info=True)
+                token = None
+        message = "model ready"
+        try:
+            model = await self.engine.ensure_model()
+            message = f"ready: {model.description}"
+            self.window_log_message(types.LogMessageParams(type=types.MessageType.Info, message=f"Quill {message}"))
+        except ModelUnavailable as exc:
+            message = "model failed to load"
+            self.notifier.show(str(exc))
+        except asyncio.CancelledError:
+            message = "model load cancelled"
+            raise
+        finally:
+            if token is not None:
+                try:
+                    self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+                except Exception:
+                    logger.debug("progress end failed", exc_info=True)
+
+    def relative_path(self, uri: str) -> str:
+        path = uri_to_path(uri)
+        for root in self.workspace_roots:
+            if path.startswith(root.rstrip("/") + "/"):
+                return os.path.relpath(path, root)
+        return os.path.basename(path)
+
+    def completion_request(self, uri: str, position: types.Position) -> CompletionRequest:
+        try:
+            doc = self.documents.snapshot(uri)
+        except DocumentNotOpen as exc:
+            raise JsonRpcInvalidParams(str(exc)) from exc
+        offset = doc.offset_at(position.line, position.character, self.documents.encoding)
+        try:
+            live = self.documents.get(uri)
+            hint = self.parser.hint(live, offset) if live.version == doc.version else None
+        except Exception:
+            logger.exception("syntax hint failed for %s", uri)
+            hint = None
+        return CompletionRequest(
+            uri=uri,
+            text=doc.text,
+            offset=offset,
+            path=self.relative_path(uri),
+            language_id=doc.language_id,
+            syntax=hint,
+            repo_name=os.path.basename(self.workspace_roots[0]) if self.workspace_roots else "",
+        )
+
+    async def run_completion(self, uri: str, position: types.Position) -> tuple[CompletionRequest, CompletionResult | None]:
+        req = self.completion_request(uri, position)
+        try:
+            result = await self.engine.complete(req)
+        except ModelUnavailable as exc:
+            self.notifier.show(str(exc))
+            return req, None
+        if result is not None and result.text:
+            logger.debug(
+                "completion %s: %d chars, %s", uri, len(result.text), result.as_dict()["timingsMs"]
+            )
+        return req, result
+
+
+def _word_before(text: str) -> str:
+    i = len(text)
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):
+        i -= 1
+    return text[i:]
+
+
+def create_server(settings: Settings | None = None) -> QuillServer:
+    server = QuillServer(settings)
+
+    @server.feature(types.INITIALIZE)
+    def on_initialize(ls: QuillServer, params: types.InitializeParams) -> None:
+        roots = []
+        for folder in params.workspace_folders or []:
+            roots.append(uri_to_path(folder.uri))
+        if not roots and params.root_uri:
+            roots.append(uri_to_path(params.root_uri))
+        elif not roots and params.root_path:
+            roots.append(params.root_path)
+        ls.workspace_roots = [os.path.abspath(r) for r in roots]
+        encoding = ls.workspace.position_encoding
+        ls.documents.encoding = str(encoding.value if hasattr(encoding, "value") else encoding or "utf-16")
+        ls.apply_settings(params.initialization_options, initial=True)
+
+    @server.feature(types.INITIALIZED)
+    def on_initialized(ls: QuillServer, params: types.InitializedParams) -> None:
+        ls.start_model_load()
+        for hook in ls.on_initialized:
+            try:
+                hook(ls)
+            except Exception:
+                logger.exception("initialized hook failed")
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def on_config(ls: QuillServer, params: types.DidChangeConfigurationParams) -> None:
+        raw = params.settings
+        if isinstance(raw, dict) and "quill" in raw:
+            raw = raw["quill"]
+        if raw is None or raw == {}:
+            try:
+                got = await ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="quill")])
+                )
+                raw = got[0] if got else None
+            except Exception:
+                logger.debug("workspace/configuration failed", exc_info=True)
+                raw = None
+        if raw is not None:
+            ls.apply_settings(raw)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: QuillServer, params: types.DidOpenTextDocumentParams) -> None:
+        td = params.text_document
+        ls.documents.open(td.uri, td.text, td.version, td.language_id)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: QuillServer, params: types.DidChangeTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        changes = []
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = change.range
+                changes.append(TextChange(change.text, (r.start.line, r.start.character), (r.end.line, r.end.character)))
+            else:
+                changes.append(TextChange(change.text))
+        try:
+            ls.documents.change(uri, params.text_document.version, changes)
+        except DocumentNotOpen:
+            logger.warning("didChange for a document that is not open: %s", uri)
+            return
+        ls.engine.cancel(uri)  # the text moved on: a running completion for it is stale
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: QuillServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.engine.cancel(uri)
+        ls.documents.close(uri)
+        ls.parser.forget(uri)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: QuillServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList | None:
+        pos = params.position
+        _req, result = await ls.run_completion(params.text_document.uri, pos)
+        if result is None or not result.text:
+            return types.InlineCompletionList(items=[])
+        item = types.InlineCompletionItem(
+            insert_text=result.text,
+            range=types.Range(start=pos, end=pos),
+        )
+        return types.InlineCompletionList(items=[item])
+
+    @server.feature(
+        types.TEXT_DOCUMENT_COMPLETION,
+        types.CompletionOptions(trigger_characters=[".", "(", " "], resolve_provider=False),
+    )
+    async def completion(ls: QuillServer, params: types.CompletionParams) -> types.CompletionList:
+        pos = params.position
+        req, result = await ls.run_completion(params.text_document.uri, pos)
+        if result is None or not result.text:
+            return types.CompletionList(is_incomplete=True, items=[])
+        # Clients filter items by the word before the cursor: replace that word with the
+        # word plus the suggestion, so the item survives filtering.
+        line_start = req.text.rfind("\n", 0, req.offset) + 1
+        word = _word_before(req.text[line_start : req.offset])
+        doc = ls.documents.get(req.uri)
+        start_line, start_char = doc.position_at(req.offset - len(word), ls.documents.encoding)
+        new_text = word + result.text
+        first_line = new_text.split("\n", 1)[0]
+        label = first_line if len(first_line) <= 60 else first_line[:57] + "..."
+        item = types.CompletionItem(
+            label=label or new_text.strip()[:60],
+            kind=types.CompletionItemKind.Snippet,
+            detail="Quill",
+            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{new_text}\n```"),
+            filter_text=new_text,
+            sort_text="0000",
+            preselect=True,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(
+                range=types.Range(start=types.Position(line=start_line, character=start_char), end=pos),
+                new_text=new_text,
+            ),
+        )
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(STATUS_REQUEST)
+    def status(ls: QuillServer, params: Any) -> dict[str, Any]:
+        model = ls.engine.model
+        return {
+            "version": __version__,
+            "state": ls.model_state[0],
+            "detail": ls.model_state[1],
+            "model": ls.settings.model,
+            "backend": ls.settings.backend,
+            "device": model.backend.info.device if model else None,
+            "description": model.description if model else None,
+            "error": ls.engine.model_error,
+            "workspaceRoots": ls.workspace_roots,
+        }
+
+    @server.feature(types.SHUTDOWN)
+    def on_shutdown(ls: QuillServer, params: Any) -> None:
+        ls.engine.shutdown()
+
+    return server

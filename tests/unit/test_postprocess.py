@@ -1,0 +1,63 @@
+from lsp_server.engine.postprocess import CursorText, Mode, SyntaxHint, decide_mode, finalize, stop_condition
+
+
+def cur(prefix: str, suffix: str = "") -> CursorText:
+    return CursorText.from_prefix_suffix(prefix, suffix)
+
+
+def test_inside_a_word_gives_nothing():
+    assert decide_mode(cur("x = fo", "o(1)\n")) is Mode.NONE
+
+
+def test_end_of_line_is_one_line():
+    assert decide_mode(cur("x = foo(", ")\n")) is Mode.LINE
+    assert decide_mode(cur("    return fib", "\n")) is Mode.LINE
+
+
+def test_after_block_opener_is_a_block():
+    assert decide_mode(cur("def f(x):\n    ", "\n")) is Mode.BLOCK
+    assert decide_mode(cur("def f(x):", "\n")) is Mode.BLOCK
+    assert decide_mode(cur("function f() {\n  ", "\n}\n")) is Mode.BLOCK
+
+
+def test_in_comment_is_one_line():
+    assert decide_mode(cur("def f(x):\n    ", "\n"), SyntaxHint(in_comment=True)) is Mode.LINE
+
+
+def test_line_cut_and_suffix_overlap():
+    c = cur("print(foo(", "))\n")
+    assert finalize("a, b))\nmore", Mode.LINE, c) == "a, b"
+    c2 = cur("if (x", ")\n")
+    assert finalize(" > 0):", Mode.LINE, c2) == " > 0"
+
+
+def test_forced_prefix_is_removed_and_enforced():
+    c = cur("    ret", "\n")
+    assert finalize("return n", Mode.LINE, cur("    ", "\n"), forced_prefix="    ") == ""  # refused: did not start with it
+    assert finalize("    return n", Mode.LINE, cur("    ", "\n"), forced_prefix="    ") == "return n"
+    assert finalize("retval = 1", Mode.LINE, c, forced_prefix="ret") == "val = 1"
+
+
+def test_block_stops_at_dedent_and_does_not_repeat_suffix():
+    c = cur("def f(x):\n    ", "\n\ndef g():\n    pass\n")
+    text = "if x:\n        return 1\n    return 2\ndef g():\n    pass"
+    assert finalize(text, Mode.BLOCK, c) == "if x:\n        return 1\n    return 2"
+
+
+def test_block_after_opener_starts_on_next_line():
+    c = cur("def f(x):", "\n")
+    assert finalize("\n    return x * 2\n\nprint(f(2))", Mode.BLOCK, c) == "\n    return x * 2"
+
+
+def test_repeat_of_next_line_is_dropped():
+    c = cur("x = 1\n", "\ny = 2\n")
+    assert finalize("y = 2", Mode.LINE, c) == ""
+
+
+def test_stop_conditions():
+    line = stop_condition(Mode.LINE, cur("x = "))
+    assert not line("foo(1")
+    assert line("foo(1)\n")
+    block = stop_condition(Mode.BLOCK, cur("def f():\n    ", "\n"))
+    assert not block("a = 1\n    b = 2\n")
+    assert block("a = 1\n    b = 2\nprint(1)\n")
