@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 from lsp_server.backends import BackendError, GenerationRequest, LoadedModel
 from lsp_server.config import Settings
@@ -25,6 +25,7 @@ from lsp_server.engine.templates import ContextChunk
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 256
+T = TypeVar("T")
 
 
 class ModelUnavailable(RuntimeError):
@@ -332,6 +333,16 @@ class CompletionEngine:
                 "generate": gen.generate_ms,
             },
         )
+
+    async def run_exclusive(self, fn: Callable[[LoadedModel], T]) -> T:
+        """Run ``fn(model)`` on the model worker thread, after any queued generation.
+
+        For work other than completions (code actions): the model is never used by two
+        jobs at once.  ``fn`` must check its own cancel flag between tokens.
+        """
+        model = await self.ensure_model()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, model)
 
     def shutdown(self) -> None:
         for event in self._inflight.values():

@@ -79,6 +79,7 @@ class QuillServer(LanguageServer):
         # Feature modules (context index, code actions) register start-up hooks here.
         self.on_initialized: list[Callable[[QuillServer], Any]] = []
         self.on_settings_changed: list[Callable[[QuillServer, Settings], Any]] = []
+        self.on_shutdown: list[Callable[[QuillServer], Any]] = []
 
     # --------------------------------------------------------------- helpers
     def _on_model_state(self, state: str, detail: str) -> None:
@@ -328,6 +329,16 @@ def create_server(settings: Settings | None = None) -> QuillServer:
 
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: QuillServer, params: Any) -> None:
+        for hook in ls.on_shutdown:
+            try:
+                hook(ls)
+            except Exception:
+                logger.exception("shutdown hook failed")
         ls.engine.shutdown()
 
+    # Feature modules: each registers its own handlers and hooks on the server.
+    from lsp_server.protocol import code_actions, workspace_features
+
+    workspace_features.register(server)
+    code_actions.register(server)
     return server
