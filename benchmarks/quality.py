@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Completion quality on the dev set, through the real LSP server, context on vs off.
+
+Runs ``../shared/eval/dev`` cases (see its README) the way an editor does: a pygls
+``LanguageClient`` starts ``python -m lsp_server`` over stdio, opens the file, and asks
+``textDocument/inlineCompletion``.  Each setting of ``workspaceContext`` gets its own
+server per workspace (nothing carries over between the two rows).
+
+repo_line: the package sources (``make_repo_cases.py`` output, downloaded once from the
+package index) are copied into a fresh temporary workspace per (setting, repo); for each
+case the line is cut at the cursor on disk (the watcher sees it) and in the opened
+document, a completion is asked at the cursor, and the file is restored.
+fim_random_span: each case is one file ``prefix + suffix`` in an empty workspace; pass@1
+runs ``prefix + completion + suffix + test + check(entry_point)`` in a fresh subprocess.
+
+Prints, per kind and setting: cases, exact match, edit similarity, latency percentiles,
+and the cross_file_name hit rate (repo_line) or pass@1 (fim_random_span).
+
+    python benchmarks/quality.py                      # everything, both settings
+    python benchmarks/quality.py --limit 20 --kinds repo_line --settings on
+    python benchmarks/quality.py --cases click/0,click/5 --show
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DEV = (HERE.parent.parent / "shared" / "eval" / "dev") if (HERE.parent.parent / "shared").is_dir() else Path("/work/shared/eval/dev")
+DEFAULT_REPOS = Path(os.environ.get("QUILL_EVAL_REPOS", os.path.join(tempfile.gettempdir(), "quill-eval")))
+PACKAGES = ["click==8.1.8", "rich==13.9.4", "attrs==25.3.0"]
+
+
+# ----------------------------------------------------------------- scoring
+def levenshtein(a: str, b: str) -> int:
+    if a == b:
+        return 0
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def edit_similarity(pred: str, truth: str) -> float:
+    if not pred and not truth:
+        return 1.0
+    return 1.0 - levenshtein(pred, truth) / max(len(pred), len(truth))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def run_fim_test(prefix: str, middle: str, suffix: str, test: str, entry_point: str, timeout: float = 5.0) -> bool:
+    program = prefix + middle + suffix + "\n" + test + f"\ncheck({entry_point})\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
+        fh.write(program)
+        name = fh.name
+    try:
+        proc = subprocess.run([sys.executable, name], capture_output=True, timeout=timeout, cwd=tempfile.gettempdir())
+        return proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        os.unlink(name)
+
+
+# ------------------------------------------------------------------ server
+@dataclass
+class Outcome:
+    case: dict[str, Any]
+    setting: str
+    completion: str
+    latency_ms: float
+    score: dict[str, float] = field(default_factory=dict)
+
+
+class Session:
+    """One real server over stdio, with one workspace root."""
+
+    def __init__(self, root: Path, options: dict[str, Any]) -> None:
+        self.root = root
+        self.options = options
+        self.client = LanguageClient("quill-quality", "0.1")
+        self.model_state: dict[str, str] = {}
+        self.model_settled = asyncio.Event()
+
+        @self.client.feature("quill/modelState")
+        def _state(params: Any) -> None:
+            state = getattr(params, "state", None) or (params.get("state") if isinstance(params, dict) else None)
+            detail = getattr(params, "detail", None) or (params.get("detail") if isinstance(params, dict) else "")
+            self.model_state.update(state=str(state), detail=str(detail))
+            if state in ("ready", "error"):
+                self.model_settled.set()
+
+        @self.client.feature(types.WINDOW_SHOW_MESSAGE)
+        def _show(params: types.ShowMessageParams) -> None:
+            print(f"  [server] {params.message}", file=sys.stderr)
+
+        @self.client.feature(types.WINDOW_LOG_MESSAGE)
+        def _log(params: types.LogMessageParams) -> None:
+            pass
+
+    async def start(self) -> None:
+        await self.client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning")
+        await self.client.initialize_async(
+            types.InitializeParams(
+                capabilities=types.ClientCapabilities(),
+                root_uri=self.root.as_uri(),
+                workspace_folders=[types.WorkspaceFolder(uri=self.root.as_uri(), name=self.root.name)],
+                initialization_options=self.options,
+            )
+        )
+        self.client.initialized(types.InitializedParams())
+        await asyncio.wait_for(self.model_settled.wait(), timeout=300)
+        if self.model_state.get("state") != "ready":
+            raise RuntimeError(f"model failed to load: {self.model_state}")
+        if self.options.get("workspaceContext", True):
+            for _ in range(1200):
+                status = await self.client.protocol.send_request_async("quill/workspaceIndex", {})
+                state = status["state"] if isinstance(status, dict) else getattr(status, "state", "")
+                if state == "ready":
+                    break
+                await asyncio.sleep(0.1)
+
+    async def complete(self, path: Path, text: str, line: int, character: int) -> tuple[str, float]:
+        uri = path.as_uri()
+        self.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        t0 = time.perf_counter()
+        result = await self.client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=character),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+            )
+        )
+        ms = (time.perf_counter() - t0) * 1000
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+        items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+        out = items[0].insert_text if items else ""
+        return (out if isinstance(out, str) else out.value), ms
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.shutdown_async(None), timeout=10)
+            self.client.exit(None)
+        except Exception:
+            pass
+        try:
+            await asyncio.wait_for(self.client.stop(), timeout=10)
+        except Exception:
+            pass
+
+
+# ------------------------------------------------------------------- cases
+def load_cases(dev: Path, kinds: list[str], ids: set[str] | None, limit: int | None) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in kinds:
+        cases = [json.loads(line) for line in (dev / f"{kind}.jsonl").read_text().splitlines() if line.strip()]
+        if ids:
+            cases = [c for c in cases if c["id"] in ids or c["id"].split("/", 1)[-1] in ids]
+        if limit is not None:
+            if kind == "repo_line":  # spread the limit over the repositories
+                by_repo: dict[str, list[dict[str, Any]]] = {}
+                for c in cases:
+                    by_repo.setdefault(c["repo"], []).append(c)
+                per = max(1, limit // max(1, len(by_repo)))
+                cases = [c for repo in by_repo.values() for c in repo[:per]][:limit]
+            else:
+                cases = cases[:limit]
+        out[kind] = cases
+    return out
+
+
+def ensure_repos(repos: Path) -> Path:
+    if (repos / "repos").is_dir():
+        return repos
+    script = DEFAULT_DEV.parent / "make_repo_cases.py"
+    print(f"fetching package sources into {repos} (make_repo_cases.py) ...", file=sys.stderr)
+    subprocess.run([sys.executable, str(script), str(repos), *PACKAGES, "--per-package", "60"], check=True)
+    return repos
+
+
+async def run_repo_line(cases: list[dict[str, Any]], setting: str, options: dict[str, Any], repos: Path,
+                        show: bool) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    by_repo: dict[str, list[dict[str, Any]]] = {}
+    for c in cases:
+        by_repo.setdefault(c["repo"], []).append(c)
+    for repo, repo_cases in by_repo.items():
+        with tempfile.TemporaryDirectory(prefix=f"quill-ws-{repo}-") as tmp:
+            root = Path(tmp) / repo
+            shutil.copytree(repos / "repos" / repo, root)
+            session = Session(root, options)
+            await session.start()
+            try:
+                for c in repo_cases:
+                    path = root / c["path"]
+                    original = path.read_text(encoding="utf-8")
+                    lines = original.split("\n")
+                    src_line = lines[c["line"]]
+                    assert src_line[c["character"] :] == c["ground_truth"], c["id"]
+                    lines[c["line"]] = src_line[: c["character"]]
+                    cut = "\n".join(lines)
+                    path.write_text(cut, encoding="utf-8")
+                    try:
+                        completion, ms = await session.complete(path, cut, c["line"], c["character"])
+                    finally:
+                        path.write_text(original, encoding="utf-8")
+                    first = completion.split("\n", 1)[0]
+                    truth = c["ground_truth"]
+                    score = {
+                        "em": float(first.strip() == truth.strip()),
+                        "es": edit_similarity(first.strip(), truth.strip()),
+                        "hit": float(c["cross_file_name"] in completion),
+                    }
+                    outcomes.append(Outcome(c, setting, completion, ms, score))
+                    if show:
+                        print(f"  {setting:3} {c['id']:10} {ms:6.0f} ms em={score['em']:.0f} "
+                              f"truth={truth!r} got={first!r}")
+            finally:
+                await session.stop()
+    return outcomes
+
+
+async def run_fim(cases: list[dict[str, Any]], setting: str, options: dict[str, Any], show: bool) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="quill-ws-fim-") as tmp:
+        root = Path(tmp) / "humaneval"
+        root.mkdir()
+        session = Session(root, options)
+        await session.start()
+        try:
+            for c in cases:
+                name = "case_" + c["id"].replace("/", "_").replace("-", "_") + ".py"
+                path = root / name
+                text = c["prefix"] + c["suffix"]
+                line = c["prefix"].count("\n")
+                character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
+                completion, ms = await session.complete(path, text, line, character)
+                outcomes.append(Outcome(c, setting, completion, ms))
+                if show:
+                    print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
+        finally:
+            await session.stop()
+    for o in outcomes:
+        c = o.case
+        o.score = {
+            "em": float(o.completion.strip() == c["ground_truth"].strip()),
+            "es": edit_similarity(o.completion.strip(), c["ground_truth"].strip()),
+            "pass": float(run_fim_test(c["prefix"], o.completion, c["suffix"], c["test"], c["entry_point"])),
+        }
+    return outcomes
+
+
+def summarize(kind: str, setting: str, outcomes: list[Outcome]) -> dict[str, Any]:
+    n = len(outcomes)
+    lat = [o.latency_ms for o in outcomes]
+    row: dict[str, Any] = {
+        "kind": kind,
+        "setting": setting,
+        "cases": n,
+        "exact_match": statistics.fmean(o.score["em"] for o in outcomes) if n else float("nan"),
+        "edit_similarity": statistics.fmean(o.score["es"] for o in outcomes) if n else float("nan"),
+        "p50_ms": percentile(lat, 0.5),
+        "p90_ms": percentile(lat, 0.9),
+        "p99_ms": percentile(lat, 0.99),
+        "mean_ms": statistics.fmean(lat) if lat else float("nan"),
+    }
+    if kind == "repo_line":
+        row["cross_file_name_hit"] = statistics.fmean(o.score["hit"] for o in outcomes) if n else float("nan")
+    else:
+        row["pass@1"] = statistics.fmean(o.score["pass"] for o in outcomes) if n else float("nan")
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = f"{'kind':16} {'context':7} {'cases':>5} {'EM':>6} {'ES':>6} {'xfile/pass@1':>12} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        extra = r.get("cross_file_name_hit", r.get("pass@1", float("nan")))
+        print(f"{r['kind']:16} {r['setting']:7} {r['cases']:5d} {r['exact_match']:6.3f} {r['edit_similarity']:6.3f} "
+              f"{extra:12.3f} {r['p50_ms']:7.0f} {r['p90_ms']:7.0f} {r['p99_ms']:7.0f}")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    ids = {x.strip() for x in args.cases.split(",")} if args.cases else None
+    cases = load_cases(Path(args.dev), kinds, ids, args.limit)
+    settings = [s.strip() for s in args.settings.split(",")]
+    repos = ensure_repos(Path(args.repos)) if cases.get("repo_line") else Path(args.repos)
+    rows: list[dict[str, Any]] = []
+    all_outcomes: list[Outcome] = []
+    t_start = time.perf_counter()
+    for kind in kinds:
+        kind_cases = cases.get(kind, [])
+        if not kind_cases:
+            continue
+        results: dict[str, list[Outcome]] = {s: [] for s in settings}
+        if kind == "repo_line":
+            # Alternate settings per repository so machine load hits both rows alike.
+            by_repo: dict[str, list[dict[str, Any]]] = {}
+            for c in kind_cases:
+                by_repo.setdefault(c["repo"], []).append(c)
+            for repo_cases in by_repo.values():
+                for setting in settings:
+                    opts = dict(args.base_options, workspaceContext=setting == "on")
+                    results[setting] += await run_repo_line(repo_cases, setting, opts, repos, args.show)
+        else:
+            for setting in settings:
+                opts = dict(args.base_options, workspaceContext=setting == "on")
+                results[setting] += await run_fim(kind_cases, setting, opts, args.show)
+        for setting in settings:
+            rows.append(summarize(kind, setting, results[setting]))
+            all_outcomes += results[setting]
+        print(f"[{kind} done after {time.perf_counter() - t_start:.0f} s]", file=sys.stderr)
+    print()
+    print(f"options: {json.dumps(args.base_options)}")
+    print_table(rows)
+    print(f"wall time: {time.perf_counter() - t_start:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "options": args.base_options,
+            "rows": rows,
+            "outcomes": [{"id": o.case["id"], "setting": o.setting, "completion": o.completion,
+                          "latency_ms": o.latency_ms, **o.score} for o in all_outcomes],
+        }, indent=1))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dev", default=str(DEFAULT_DEV), help="directory with repo_line.jsonl / fim_random_span.jsonl")
+    ap.add_argument("--repos", default=str(DEFAULT_REPOS), help="make_repo_cases.py output (fetched if missing)")
+    ap.add_argument("--kinds", default="repo_line,fim_random_span")
+    ap.add_argument("--settings", default="off,on", help="workspaceContext settings to run: off,on")
+    ap.add_argument("--limit", type=int, help="at most N cases per kind (spread over repositories)")
+    ap.add_argument("--cases", help="comma-separated case ids (e.g. click/0,rich/12)")
+    ap.add_argument("--context-tokens", type=int, default=512,
+                    help="contextTokens for the server (prompt size; the cold prompt is the cost on a CPU)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="maxTokens for the server (default: its own)")
+    ap.add_argument("--model", help="model id or .gguf path (default: the server's)")
+    ap.add_argument("--show", action="store_true", help="print every case")
+    ap.add_argument("--json", help="write rows and per-case outcomes to this file")
+    args = ap.parse_args()
+    args.base_options = {"cacheCompletions": False, "contextTokens": args.context_tokens}
+    if args.max_tokens:
+        args.base_options["maxTokens"] = args.max_tokens
+    if args.model:
+        args.base_options["model"] = args.model
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

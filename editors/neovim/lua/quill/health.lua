@@ -1,0 +1,81 @@
+--- :checkhealth quill
+local M = {}
+
+function M.check()
+  local health = vim.health
+  local quill = require("quill")
+  local ghost = require("quill.ghost")
+
+  health.start("quill: Neovim")
+  local v = vim.version()
+  local version = ("%d.%d.%d"):format(v.major, v.minor, v.patch)
+  if vim.fn.has("nvim-0.10") == 0 then
+    health.error("Neovim " .. version .. " is too old: Quill needs 0.10 or newer (inline extmarks)")
+  elseif quill.native() then
+    health.ok("Neovim " .. version .. ": ghost text by vim.lsp.inline_completion (native)")
+  else
+    health.ok("Neovim " .. version .. ": ghost text by Quill's extmarks")
+  end
+  if not quill.setup_done then
+    health.warn('require("quill").setup{} has not been called', { "Call it in your init.lua, or use the lazy.nvim spec in the README" })
+  end
+  for _, p in ipairs(quill.problems) do
+    health.warn("setup: " .. p)
+  end
+
+  health.start("quill: server")
+  local cmd, tried = quill.find_server(vim.api.nvim_get_current_buf())
+  if not cmd then
+    health.error("quill-lsp not found; looked at:\n" .. table.concat(tried, "\n"), {
+      "Install the server (make install in the Quill repository, or pip install it in a virtualenv)",
+      'or set cmd = { "/path/to/quill-lsp" } in require("quill").setup{}',
+    })
+  else
+    health.ok("server: " .. table.concat(cmd, " "))
+    local out = vim.fn.system({ cmd[1], "--version" })
+    if vim.v.shell_error == 0 then
+      health.ok("version: " .. vim.trim(out))
+    else
+      health.error("`" .. cmd[1] .. " --version` failed: " .. vim.trim(out))
+    end
+  end
+
+  local settings = quill.server_settings()
+  health.info("model setting: " .. tostring(settings.model or "(server default)"))
+  local status, err = quill.status(3000)
+  if status then
+    local detail = status.detail and status.detail ~= "" and status.detail ~= vim.NIL and (" (" .. status.detail .. ")") or ""
+    local line = ("running: quill-lsp %s, state %s%s"):format(status.version or "?", status.state or "?", detail)
+    if status.state == "error" then
+      health.error(line .. ": " .. tostring(status.error))
+    elseif status.state == "ready" then
+      health.ok(line)
+    else
+      health.warn(line)
+    end
+    local model = status.description ~= vim.NIL and status.description or status.model
+    health.info(("model: %s, backend: %s, device: %s"):format(tostring(model), tostring(status.backend), tostring(status.device)))
+  else
+    health.info(err)
+  end
+
+  health.start("quill: keys")
+  local k = quill.options.keymaps
+  for _, name in ipairs({ "accept", "accept_word", "accept_line", "dismiss" }) do
+    local key = k[name]
+    if key then
+      local m = vim.fn.maparg(key, "i", false, true)
+      if type(m) == "table" and (m.desc or ""):match("^Quill") then
+        health.ok(("%s: %s"):format(name, key))
+      else
+        health.warn(("%s: %s is mapped by something else now"):format(name, key), { "Set keymaps." .. name .. " to another key, or call require('quill').accept() from your mapping" })
+      end
+    end
+  end
+  local last = ghost.stats.last
+  if last then
+    health.info(("last suggestion: %.0f ms from keystroke to ghost text (request %.0f ms)"):format(last.keystroke_to_ghost_ms, last.request_ms))
+  end
+end
+
+return M

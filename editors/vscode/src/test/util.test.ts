@@ -1,0 +1,55 @@
+// Unit tests for the pure helpers: `npm test` (plain Node, no VS Code needed).
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { test } from "node:test";
+
+import { findServer, isQuillMarkdown, parseModelsList, restartDelayMs } from "../util";
+
+test("parseModelsList reads the table of `quill-lsp models list`", () => {
+  const out = [
+    "ID                     SIZE    INSTALLED  BACKEND    LICENSE",
+    "smollm2-135m-instruct  94 MB   yes        llama_cpp  Apache-2.0",
+    "qwen2.5-coder-0.5b     398 MB  no         llama_cpp  Apache-2.0",
+    "",
+  ].join("\n");
+  const rows = parseModelsList(out);
+  assert.equal(rows.length, 2);
+  assert.deepEqual(rows[0], { id: "smollm2-135m-instruct", size: "94 MB", installed: true, backend: "llama_cpp", license: "Apache-2.0" });
+  assert.equal(rows[1].installed, false);
+  assert.deepEqual(parseModelsList("Traceback (most recent call last):\n  boom"), []);
+});
+
+test("restartDelayMs doubles and is capped", () => {
+  assert.deepEqual([0, 1, 2, 3].map((n) => restartDelayMs(n)), [1000, 2000, 4000, 8000]);
+  assert.equal(restartDelayMs(20), 30_000);
+});
+
+test("findServer prefers the setting, then the workspace venv, then PATH", () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "quill-find-"));
+  const ws = path.join(root, "ws");
+  const bin = path.join(root, "bin");
+  fs.mkdirSync(path.join(ws, ".venv", "bin"), { recursive: true });
+  fs.mkdirSync(bin);
+  const venvExe = path.join(ws, ".venv", "bin", "quill-lsp");
+  const pathExe = path.join(bin, "quill-lsp");
+  for (const f of [venvExe, pathExe]) {
+    fs.writeFileSync(f, "#!/bin/sh\n", { mode: 0o755 });
+  }
+  assert.equal(findServer("", [ws], bin, "linux").command, venvExe);
+  assert.equal(findServer("", [path.join(root, "other")], bin, "linux").command, pathExe);
+  assert.equal(findServer("${workspaceFolder}/.venv/bin/quill-lsp", [ws], "", "linux").command, venvExe);
+  const missing = findServer("/nonexistent/quill-lsp", [ws], bin, "linux");
+  assert.equal(missing.command, undefined);
+  assert.deepEqual(missing.tried, ["/nonexistent/quill-lsp"]);
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+test("isQuillMarkdown accepts Markdown under the Quill cache only", () => {
+  const env = { QUILL_CACHE_DIR: "/tmp/qc" };
+  assert.equal(isQuillMarkdown("/tmp/qc/explain/abc.md", env), true);
+  assert.equal(isQuillMarkdown("/tmp/qc/explain/abc.txt", env), false);
+  assert.equal(isQuillMarkdown("/home/u/project/README.md", env), false);
+  assert.equal(isQuillMarkdown(path.join(os.homedir(), ".cache", "quill", "x.md"), {}), true);
+});

@@ -1,0 +1,209 @@
+"""Pieces the in-process backends share: token healing masks, token choice, stop strings,
+and a vocabulary-only GGUF tokenizer.
+
+``GgufVocab`` loads only the vocabulary of a GGUF file through llama.cpp (no weights, a
+few milliseconds and a few MB even for a 34B model).  The ctransformers backend tokenizes
+GGUF models with it (ctransformers' own 2023 tokenizer cannot parse control tokens such as
+``<PRE>``), and the openai backend counts the prompt budget with it when the served model
+is also available locally.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import logging
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from lsp_server.backends.base import BackendError, FimTokens, ModelFileError
+
+logger = logging.getLogger(__name__)
+
+
+class PieceIndex:
+    """Which tokens may come next when the output must start with given bytes (token
+    healing): tokens whose bytes start with the remaining forced bytes, or that are a
+    proper prefix of them."""
+
+    def __init__(self, n_vocab: int, piece: Callable[[int], bytes], is_eog: Callable[[int], bool]) -> None:
+        pairs = []
+        by_bytes: dict[bytes, list[int]] = {}
+        for tok in range(n_vocab):
+            data = piece(tok)
+            if not data or is_eog(tok):
+                continue
+            pairs.append((data, tok))
+            by_bytes.setdefault(data, []).append(tok)
+        pairs.sort()
+        self._pieces = [p for p, _ in pairs]
+        self._ids = [t for _, t in pairs]
+        self._by_bytes = by_bytes
+
+    def allowed(self, remaining: bytes) -> np.ndarray:
+        allowed: list[int] = []
+        i = bisect.bisect_left(self._pieces, remaining)
+        while i < len(self._pieces) and self._pieces[i].startswith(remaining):
+            allowed.append(self._ids[i])
+            i += 1
+        for k in range(1, len(remaining)):
+            allowed.extend(self._by_bytes.get(remaining[:k], ()))
+        return np.asarray(allowed, dtype=np.int64)
+
+
+def pick_token(logits: np.ndarray, temperature: float, allowed: np.ndarray | None, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0, else sampling from the top 40 (or the allowed set)."""
+    if allowed is not None:
+        if allowed.size == 0:
+            return -1
+        sub = logits[allowed]
+        if temperature <= 0:
+            return int(allowed[int(np.argmax(sub))])
+        probs = np.exp((sub - sub.max()) / temperature)
+        return int(rng.choice(allowed, p=probs / probs.sum()))
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    top = np.argpartition(logits, -40)[-40:]
+    sub = logits[top]
+    probs = np.exp((sub - sub.max()) / temperature)
+    return int(rng.choice(top, p=probs / probs.sum()))
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index of the earliest stop string in ``text``, or None."""
+    best: int | None = None
+    for stop in stops:
+        if not stop:
+            continue
+        idx = text.find(stop)
+        if idx != -1 and (best is None or idx < best):
+            best = idx
+    return best
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if not n:
+        return 0
+    eq = np.asarray(a[:n], dtype=np.int64) == np.asarray(b[:n], dtype=np.int64)
+    bad = np.flatnonzero(~eq)
+    return int(bad[0]) if bad.size else n
+
+
+def gguf_version(path: str) -> int | None:
+    """The GGUF format version of ``path`` (None when it is not a GGUF file)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if len(head) < 8 or head[:4] != b"GGUF":
+        return None
+    return int.from_bytes(head[4:8], "little")
+
+
+class GgufVocab:
+    """The tokenizer of a GGUF file, loaded vocabulary-only through llama.cpp."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise ModelFileError(f"model file not found: {path}")
+        try:
+            import llama_cpp
+            from llama_cpp._internals import LlamaModel
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise BackendError("llama-cpp-python is needed to read the model's vocabulary") from exc
+        from lsp_server.backends.llama_cpp import _silence_llama_logs
+
+        _silence_llama_logs(llama_cpp)
+        self._lib = llama_cpp
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        try:
+            self._model: Any = LlamaModel(path_model=path, params=params, verbose=False)
+        except ValueError as exc:
+            raise ModelFileError(f"llama.cpp could not read the vocabulary of {path}: {exc}") from exc
+        self.path = path
+        self._vocab = self._model.vocab
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.metadata = self._model.metadata()
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._pieces: dict[int, bytes] = {}
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        data = text.encode("utf-8", "replace")
+        if not data:
+            return []
+        return list(self._model.tokenize(data, False, special))
+
+    def piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        data = buf.raw[: max(0, n)]
+        self._pieces[token] = data
+        return data
+
+    def special_text(self, token: int) -> str:
+        """The text of a token as written in a prompt (control tokens included)."""
+        buf = ctypes.create_string_buffer(128)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(0, n)].decode("utf-8", "replace")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def render(self, tokens: Sequence[int]) -> str:
+        """Tokens back to prompt text with control tokens spelled out (for a server that
+        takes text and parses control tokens, as llama.cpp's servers do)."""
+        out: list[bytes] = []
+        for t in tokens:
+            data = self.piece(t)
+            if not data and self.is_control(t):
+                data = self.special_text(t).encode("utf-8")
+            out.append(data)
+        return b"".join(out).decode("utf-8", "replace")
+
+    def is_control(self, token: int) -> bool:
+        fn = getattr(self._lib, "llama_vocab_is_control", None)
+        return bool(fn(self._vocab, token)) if fn is not None else False
+
+    def bos_tokens(self) -> list[int]:
+        bos = int(self._lib.llama_vocab_bos(self._vocab))
+        return [bos] if self._add_bos and bos >= 0 else []
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def token_text(self, token: int) -> str | None:
+        if token < 0 or token >= self.n_vocab:
+            return None
+        raw = self._lib.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def fim_tokens(self) -> FimTokens:
+        lib, v = self._lib, self._vocab
+        eot = [t for t in (self.token_text(lib.llama_vocab_eot(v)), self.token_text(lib.llama_vocab_eos(v))) if t]
+        return FimTokens(
+            prefix=self.token_text(lib.llama_vocab_fim_pre(v)),
+            suffix=self.token_text(lib.llama_vocab_fim_suf(v)),
+            middle=self.token_text(lib.llama_vocab_fim_mid(v)),
+            eot=tuple(eot),
+        )
+
+    def eog_ids(self) -> tuple[int, ...]:
+        lib, v = self._lib, self._vocab
+        return tuple(t for t in (int(lib.llama_vocab_eos(v)), int(lib.llama_vocab_eot(v))) if t >= 0)
+
+    def close(self) -> None:
+        model = getattr(self, "_model", None)
+        if model is not None:
+            model.close()
+            self._model = None

@@ -1,0 +1,675 @@
+"""Ranked cross-file context for one completion, in a cache-friendly order.
+
+For the document at the cursor (its live text, never the disk copy in the index):
+
+1. its imports are read from an incrementally re-parsed tree and resolved through the
+   index (``from .compat import isatty`` -> the ``def isatty`` of ``compat.py``);
+2. identifiers near the cursor are weighed by distance (the word being typed is left out,
+   so the context does not move while the user types within a word);
+3. candidates are scored: imported definitions (more when used near the cursor, a little
+   more when used often in the file), ``module.attr`` definitions, names defined
+   elsewhere in the workspace, far parts of the current file the prefix window will not
+   show (its imports, the enclosing class/def headers, definitions used near the
+   cursor), and similar windows of recently opened files (Jaccard over identifier sets);
+4. chunks are picked by score, plus a bonus for those picked for the previous request of
+   this document (hysteresis), until the token budget is full;
+5. they are *presented* in a stable order: chunks kept from the previous request keep
+   their places, new ones are appended, so the prompt's first tokens stay the same and
+   the model's KV cache is reused from one keystroke to the next.
+
+Runs on the model worker thread; everything it keeps (trees, sessions, token counts) is
+private to that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from lsp_server.context.index import Binding, WorkspaceIndex, language_of
+from lsp_server.context.parser import SnapshotTrees
+from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
+from lsp_server.engine.templates import ContextChunk
+
+logger = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTTED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_WORD_TAIL = re.compile(r"[A-Za-z0-9_]+$")
+
+NEAR_LINES_BEFORE = 12
+NEAR_LINES_AFTER = 3
+DECAY = 0.8
+DEFAULT_SHARE = 0.35  # PromptBudget's default context share (to estimate the prefix window)
+MAX_CLASS_MEMBERS = 8
+MAX_IMPORT_LINES = 30
+SNIPPET_LINES = 8
+SNIPPET_STEP = 4
+SNIPPET_QUERY_LINES = 6
+MAX_SNIPPETS = 2
+MIN_JACCARD = 0.25
+SNIPPET_WEIGHT = float(os.environ.get("QW_SNIP", "3.0"))
+MAX_GLOBAL_DEFS = 3  # a name defined in more files than this is too ambiguous to show
+STICKY_BONUS = 1.0
+
+_STOPWORDS = frozenset(
+    """self cls this super None True False null nil true false and or not in is if else elif for while return
+    def class function func fn let var const import from as with try except finally raise pass break continue
+    lambda yield await async new delete typeof instanceof void int str float bool bytes list dict set tuple
+    len range print object type isinstance getattr setattr hasattr string number boolean any struct impl pub
+    use mod match static public private protected final package interface enum extends implements include
+    define ifdef ifndef endif char double long short unsigned signed auto register sizeof args kwargs""".split()
+)
+
+
+@dataclass
+class Candidate:
+    key: tuple[object, ...]  # stable identity across requests
+    path: str  # shown to the model
+    text: str
+    score: float
+    kind: str
+
+
+@dataclass
+class _Session:
+    """What the previous request of one document got, for hysteresis and stable order."""
+
+    keys: list[tuple[object, ...]] = field(default_factory=list)
+    chunks: dict[tuple[object, ...], ContextChunk] = field(default_factory=dict)
+    chars_per_token: float = 0.0
+    requests: int = 0
+
+
+@dataclass
+class RetrievalStats:
+    calls: int = 0
+    last_ms: float = 0.0
+    last_candidates: int = 0
+    last_chunks: int = 0
+
+
+def uri_to_path(uri: str) -> str:
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        return uri
+    return unquote(parsed.path)
+
+
+def _near_weights(before: str, after: str) -> dict[str, float]:
+    """Identifier -> weight in (0, 1]: 1 on the cursor line, decaying with distance."""
+    weights: dict[str, float] = {}
+    lines = before.split("\n")[-NEAR_LINES_BEFORE:]
+    for dist, line in enumerate(reversed(lines)):
+        w = DECAY**dist
+        for m in _IDENT.finditer(line):
+            name = m.group()
+            if weights.get(name, 0.0) < w:
+                weights[name] = w
+        for m in _DOTTED.finditer(line):
+            dotted = f"{m.group(1)}.{m.group(2)}"
+            if weights.get(dotted, 0.0) < w:
+                weights[dotted] = w
+    for dist, line in enumerate(after.split("\n")[:NEAR_LINES_AFTER]):
+        w = 0.5 * DECAY**dist
+        for m in _IDENT.finditer(line):
+            if weights.get(m.group(), 0.0) < w:
+                weights[m.group()] = w
+        for m in _DOTTED.finditer(line):
+            dotted = f"{m.group(1)}.{m.group(2)}"
+            if weights.get(dotted, 0.0) < w:
+                weights[dotted] = w
+    return weights
+
+
+MAX_SHOWN_SIGNATURE = 150
+MAX_SHOWN_DOC = 80
+
+
+def shorten_signature(sig: str, limit: int = MAX_SHOWN_SIGNATURE) -> str:
+    """Cut a long parameter list at a parameter boundary: ``f(a, b, ...) -> T``."""
+    if len(sig) <= limit:
+        return sig
+    open_at = sig.find("(")
+    if open_at == -1:
+        return sig[: limit - 4] + " ..."
+    depth = 0
+    close_at = -1
+    for i in range(open_at, len(sig)):
+        ch = sig[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                close_at = i
+                break
+    if close_at == -1:
+        return sig[: limit - 4] + " ..."
+    tail = sig[close_at:]
+    params = sig[open_at + 1 : close_at]
+    room = max(20, limit - open_at - len(tail))
+    cut, depth = 0, 0
+    for i, ch in enumerate(params):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            if i > room:
+                break
+            cut = i
+    if cut == 0:
+        return sig if len(sig) <= limit * 2 else sig[: limit - 4] + " ..."
+    return sig[: open_at + 1] + params[:cut] + ", ..." + tail
+
+
+def _python_stub(sym: Symbol, indent: str = "") -> str:
+    sig_lines = sym.signature.split("\n")
+    sig_lines[-1] = shorten_signature(sig_lines[-1])
+    lines = [indent + line for line in sig_lines]
+    if sym.kind in ("function", "method") and not (sym.doc and len(sym.doc) <= MAX_SHOWN_DOC):
+        lines[-1] += " ..."
+        return "\n".join(lines)
+    if sym.kind in ("function", "method", "class"):
+        if sym.doc and len(sym.doc) <= MAX_SHOWN_DOC:
+            lines.append(f'{indent}    """{sym.doc}"""')
+        if sym.kind != "class":
+            lines.append(f"{indent}    ...")
+    return "\n".join(lines)
+
+
+def _one_line_stub(sym: Symbol, language: str) -> str:
+    sig = shorten_signature(sym.signature.split("\n")[-1] if language == "python" else sym.signature)
+    if language == "python" and sym.kind in ("function", "method"):
+        return sig + " ..."
+    return sig
+
+
+_BRACE_LANGS = frozenset({"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
+
+
+def render_symbol(summary: FileSummary, sym: Symbol, near: dict[str, float] | None = None) -> str:
+    """A compact, code-shaped view of one definition (body left out)."""
+    language = summary.language
+    near = near or {}
+    if language == "python":
+        if sym.kind == "class":
+            head = _python_stub(sym)
+            members = _pick_members(summary, sym, near)
+            body = [
+                "    " + _one_line_stub(m, language) for m in members
+            ]
+            return "\n".join([head, *body]) if body or sym.doc else head + "\n    ..."
+        if sym.container:
+            owner = [s for s in summary.named(sym.container.rsplit(".", 1)[-1]) if s.kind == "class"]
+            if owner:
+                return owner[0].signature.split("\n")[-1] + "\n" + _python_stub(sym, "    ")
+        return _python_stub(sym)
+    # Brace languages: doc comment line, then the signature (bodies are never shown).
+    doc = f"// {sym.doc}\n" if sym.doc else ""
+    if sym.kind in ("class", "interface") and not sym.signature.rstrip().endswith(("}", ";")):
+        members = _pick_members(summary, sym, near)
+        inner = "\n".join("    " + m.signature.split("\n")[-1].rstrip(";") + ";" for m in members)
+        return f"{doc}{sym.signature} {{\n{inner}\n}}" if inner else f"{doc}{sym.signature} {{ ... }}"
+    sig = sym.signature
+    if sym.container and sym.kind == "method" and language in ("java", "typescript", "javascript", "tsx", "cpp"):
+        sig = f"{sym.container.rsplit('.', 1)[-1]}: {sig}" if language != "java" else sig
+    if sym.kind in ("function", "method") and not sig.rstrip().endswith((";", "}")):
+        sig += " { ... }" if language in _BRACE_LANGS else ""
+    return doc + sig
+
+
+def _pick_members(summary: FileSummary, cls: Symbol, near: dict[str, float]) -> list[Symbol]:
+    container = f"{cls.container}.{cls.name}" if cls.container else cls.name
+    members = summary.members(container)
+
+    def rank(m: Symbol) -> tuple[float, int]:
+        w = near.get(m.name, 0.0)
+        if m.name in ("__init__", "constructor", "new") or m.name == cls.name:
+            w += 2.0
+        elif m.name.startswith("_"):
+            w -= 1.0
+        return (-w, m.line)
+
+    picked = sorted(members, key=rank)[:MAX_CLASS_MEMBERS]
+    picked.sort(key=lambda m: m.line)
+    return picked
+
+
+class _Windows:
+    """Identifier sets of overlapping line windows of one file, for Jaccard similarity."""
+
+    __slots__ = ("key", "lines", "windows")
+
+    def __init__(self, key: tuple[object, ...], text: str) -> None:
+        self.key = key
+        self.lines = text.split("\n")
+        self.windows: list[tuple[int, frozenset[str]]] = []
+        for start in range(0, max(1, len(self.lines) - SNIPPET_LINES + 1), SNIPPET_STEP):
+            idents = frozenset(
+                w for w in _IDENT.findall("\n".join(self.lines[start : start + SNIPPET_LINES])) if len(w) > 2
+            )
+            if len(idents) >= 4:
+                self.windows.append((start, idents))
+
+
+class Retriever:
+    """The :class:`~lsp_server.engine.engine.ContextProvider` of a workspace."""
+
+    def __init__(
+        self,
+        index: WorkspaceIndex,
+        recent: Callable[[], Iterable[tuple[str, str, int]]] | None = None,
+    ) -> None:
+        self.index = index
+        self._recent = recent  # () -> [(uri, text, version)] of recently opened/edited docs
+        self._trees = SnapshotTrees()
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._token_counts: OrderedDict[str, int] = OrderedDict()
+        self._windows: dict[str, _Windows] = {}  # uri (or "self:" + uri) -> windows
+        self._live: OrderedDict[str, tuple[int, int, tuple[Symbol, ...], tuple[Import, ...]]] = OrderedDict()
+        self.stats = RetrievalStats()
+        self.last_candidates: list[Candidate] = []
+        self.enabled = True
+
+    # ---------------------------------------------------------------- helpers
+    def _count(self, text: str, count_tokens: Callable[[str], int]) -> int:
+        n = self._token_counts.get(text)
+        if n is None:
+            n = count_tokens(text)
+            self._token_counts[text] = n
+            if len(self._token_counts) > 4096:
+                self._token_counts.popitem(last=False)
+        else:
+            self._token_counts.move_to_end(text)
+        return n
+
+    def _session(self, uri: str) -> _Session:
+        session = self._sessions.get(uri)
+        if session is None:
+            session = self._sessions[uri] = _Session()
+            while len(self._sessions) > 64:
+                self._sessions.popitem(last=False)
+        self._sessions.move_to_end(uri)
+        return session
+
+    def forget(self, uri: str) -> None:
+        self._sessions.pop(uri, None)
+        self._trees.forget(uri)
+        self._live.pop(uri, None)
+
+    def _rel(self, path: str) -> str:
+        return self.index.relative(path)
+
+    def _live_summary(self, uri: str, text: str, language: str) -> tuple[tuple[Symbol, ...], tuple[Import, ...], Any]:
+        """Symbols and imports of the live document (incremental parse, cached per text)."""
+        tree = self._trees.tree(uri, text, language)
+        if tree is None:
+            return (), (), None
+        key = (len(text), hash(text))
+        cached = self._live.get(uri)
+        if cached is not None and (cached[0], cached[1]) == key:
+            return cached[2], cached[3], tree
+        data = text.encode("utf-8", "surrogatepass")
+        syms, imps, _ = extract(data, tree, language)
+        self._live[uri] = (key[0], key[1], syms, imps)
+        while len(self._live) > 16:
+            self._live.popitem(last=False)
+        return syms, imps, tree
+
+    # --------------------------------------------------------------- retrieve
+    def retrieve(self, request: Any, token_budget: int, count_tokens: Callable[[str], int]) -> list[ContextChunk]:
+        t0 = time.perf_counter()
+        try:
+            return self._retrieve(request, token_budget, count_tokens)
+        finally:
+            self.stats.calls += 1
+            self.stats.last_ms = (time.perf_counter() - t0) * 1000
+
+    def _retrieve(self, request: Any, token_budget: int, count_tokens: Callable[[str], int]) -> list[ContextChunk]:
+        if not self.enabled or token_budget <= 0:
+            return []
+        uri: str = request.uri
+        text: str = request.text
+        offset: int = request.offset
+        path = os.path.abspath(uri_to_path(uri))
+        language = language_of(path) or ""
+        session = self._session(uri)
+        session.requests += 1
+
+        # The word being typed is left out of every signal: context holds still within a word.
+        partial = _WORD_TAIL.search(text[max(0, offset - 64) : offset])
+        cut = offset - (len(partial.group()) if partial else 0)
+        before = text[max(0, cut - 4000) : cut]
+        after = text[offset : offset + 1000]
+        near = _near_weights(before, after)
+
+        # How much of the file the prompt's prefix window will show (estimate).
+        if not session.chars_per_token or session.requests % 32 == 0:
+            sample = text[max(0, cut - 3000) : cut]
+            session.chars_per_token = max(1.5, len(sample) / max(1, count_tokens(sample))) if sample else 3.0
+        window_tokens = token_budget / DEFAULT_SHARE - token_budget
+        window_start = max(0, cut - int(window_tokens * session.chars_per_token))
+        window_start_line = text.count("\n", 0, window_start) + (1 if window_start else 0)
+
+        syms: tuple[Symbol, ...] = ()
+        imports: tuple[Import, ...] = ()
+        tree = None
+        if language:
+            syms, imports, tree = self._live_summary(uri, text, language)
+        bindings = self.index.resolve(path, language, imports) if imports else ()
+        counts = Counter(_IDENT.findall(text[:cut])) + Counter(_IDENT.findall(after))
+
+        candidates: list[Candidate] = []
+        rel_self = self._rel(path)
+        local_names = {s.name for s in syms if not s.container}
+        bound: set[str] = set()
+        seen_defs: set[tuple[str, int]] = set()
+
+        def add_definition(summary: FileSummary, sym: Symbol, score: float, kind: str = "definition") -> None:
+            ident = (summary.path, sym.line)
+            if summary.path == path or ident in seen_defs:
+                return
+            seen_defs.add(ident)
+            candidates.append(
+                Candidate(key=("def", summary.path, sym.line, sym.name), path=summary.rel,
+                          text=render_symbol(summary, sym), score=score, kind=kind)
+            )
+
+        # 1. Imported names and modules.
+        for b in bindings:
+            bound.add(b.local)
+            if b.kind == "symbol":
+                defs = self.index.find_definition(b.paths[0], b.name)
+                if not defs:
+                    continue
+                uses = counts.get(b.local, 0) - 1  # the import itself
+                score = 1.0 + 2.0 * near.get(b.local, 0.0) + 0.3 * min(3.0, math.log1p(max(0, uses)))
+                if uses <= 0:
+                    score -= 0.5
+                summary, sym = defs[0]
+                add_definition(summary, sym, score)
+            elif b.kind == "module":
+                for dotted, w in near.items():
+                    if "." not in dotted:
+                        continue
+                    head, attr = dotted.split(".", 1)
+                    if head != b.local:
+                        continue
+                    for target in b.paths:
+                        for summary, sym in self.index.find_definition(target, attr)[:1]:
+                            add_definition(summary, sym, 1.2 + 2.0 * w)
+                uses = counts.get(b.local, 0) - 1
+                if uses > 0:
+                    outline = self._module_outline(b.paths, near)
+                    if outline is not None:
+                        summary, body = outline
+                        candidates.append(Candidate(
+                            key=("outline", summary.path), path=summary.rel, text=body,
+                            score=0.6 + 1.0 * near.get(b.local, 0.0) + 0.1 * min(3.0, math.log1p(uses)),
+                            kind="definition"))
+            elif b.kind == "wildcard":
+                for name, w in near.items():
+                    if "." in name or name in local_names or name in _STOPWORDS:
+                        continue
+                    for target in b.paths:
+                        summary = self.index.summary(target)
+                        if summary is None:
+                            continue
+                        for sym in summary.named(name)[:1]:
+                            if not sym.container:
+                                add_definition(summary, sym, 0.8 + 2.0 * w)
+
+        # 2. Names near the cursor defined elsewhere in the workspace (not imported here).
+        root = self.index.root_for(path)
+        for name, w in sorted(near.items(), key=lambda kv: -kv[1]):
+            if "." in name:
+                name = name.split(".", 1)[1]
+                w *= 0.8
+            if len(name) < 3 or name in _STOPWORDS or name in bound or name in local_names:
+                continue
+            n_files = self.index.count_definitions(name)
+            if n_files == 0 or n_files > MAX_GLOBAL_DEFS:
+                continue
+            defs = [d for d in self.index.definitions(name) if d[0].path != path and d[0].root == root]
+            for summary, sym in defs[:1]:
+                add_definition(summary, sym, (0.4 + 1.6 * w) / n_files)
+
+        # 3. Far parts of this file that the prefix window will not show.
+        if window_start > 0:
+            resolved_lines = {b.line for b in bindings}
+            candidates.extend(
+                self._far_in_file(text, rel_self, tree, imports, syms, window_start_line, cut, near, resolved_lines)
+            )
+
+        # 4. Similar windows of recently opened/edited files.
+        line_end = text.find("\n", offset)
+        candidates.extend(self._similar_snippets(uri, text, before, window_start, len(text) if line_end == -1 else line_end))
+
+        self.stats.last_candidates = len(candidates)
+        self.last_candidates = candidates  # for inspection (status, tuning)
+        chunks = self._select(session, candidates, token_budget, count_tokens, request)
+        self.stats.last_chunks = len(chunks)
+        return chunks
+
+    # ------------------------------------------------------------- candidates
+    def _module_outline(self, paths: Sequence[str], near: dict[str, float]) -> tuple[FileSummary, str] | None:
+        for p in paths[:1]:
+            summary = self.index.summary(p)
+            if summary is None:
+                continue
+            top = [s for s in summary.top_level() if not s.name.startswith("_") and s.kind != "variable"]
+            if not top:
+                return None
+            top.sort(key=lambda s: (-near.get(s.name, 0.0), s.line))
+            picked = sorted(top[:10], key=lambda s: s.line)
+            body = "\n".join(_one_line_stub(s, summary.language).split("\n")[-1] for s in picked)
+            return summary, body
+        return None
+
+    def _far_in_file(
+        self, text: str, rel_self: str, tree: Any, imports: Sequence[Import], syms: Sequence[Symbol],
+        window_start_line: int, cut: int, near: dict[str, float], resolved: set[int],
+    ) -> list[Candidate]:
+        out: list[Candidate] = []
+        lines = text.split("\n") if syms else []
+        # The file's imports (which names exist here at all), compact: one line per module,
+        # the ones that lead into the workspace first.
+        far_imports = [imp for imp in imports if imp.line < window_start_line]
+        if far_imports:
+            internal, external = _import_lines(far_imports, resolved)
+            if internal:
+                out.append(Candidate(key=("imports", rel_self), path=rel_self, text="\n".join(internal),
+                                     score=2.5, kind="import"))
+            if external:
+                out.append(Candidate(key=("imports-ext", rel_self), path=rel_self, text="\n".join(external),
+                                     score=0.9, kind="import"))
+        # Enclosing class/def headers whose lines are out of the window.
+        cursor_line = text.count("\n", 0, cut)
+        scope = [s for s in syms if s.line < window_start_line and s.line <= cursor_line <= s.end_line
+                 and s.kind in ("class", "function", "method", "interface", "impl", "module")]
+        if scope:
+            scope.sort(key=lambda s: s.line)
+            header_lines = []
+            for s in scope:
+                src_line = lines[s.line] if s.line < len(lines) else ""
+                indent = src_line[: len(src_line) - len(src_line.lstrip())]
+                header_lines.append(indent + s.signature.split("\n")[-1])
+            out.append(Candidate(key=("scope", rel_self, tuple(s.line for s in scope)), path=rel_self,
+                                 text="\n".join(header_lines), score=2.0, kind="scope"))
+        # Definitions of this file used near the cursor but defined out of the window.
+        for s in syms:
+            if s.line >= window_start_line or s.kind not in ("function", "method", "class", "constant"):
+                continue
+            w = near.get(s.name, 0.0)
+            if w <= 0 or s in scope or len(s.name) < 3 or s.name in _STOPWORDS:
+                continue
+            body = "\n".join(s.signature.split("\n")) + (" ..." if s.kind in ("function", "method") else "")
+            out.append(Candidate(key=("self", rel_self, s.line, s.name), path=rel_self, text=body,
+                                 score=0.8 + 2.0 * w, kind="definition"))
+        return out
+
+    def _similar_snippets(
+        self, uri: str, text: str, before: str, window_start: int, visible_end: int
+    ) -> list[Candidate]:
+        """Windows most like the lines before the cursor (Jaccard over identifier sets):
+        from recently opened/edited files, and from the parts of this file the prompt
+        will not show (far above the prefix window, or below the cursor)."""
+        query = frozenset(w for w in _IDENT.findall("\n".join(before.split("\n")[-SNIPPET_QUERY_LINES:])) if len(w) > 2)
+        if len(query) < 3:
+            return []
+        sources: list[tuple[str, _Windows, bool]] = []
+        # This file: keyed on the text outside the visible region, so typing at the
+        # cursor never rebuilds (or moves) these windows.
+        first_visible = text.count("\n", 0, window_start)
+        last_visible = text.count("\n", 0, visible_end)
+        outside = (first_visible, last_visible, len(text), hash(text[:window_start]), hash(text[visible_end:]))
+        own = self._windows.get("self:" + uri)
+        if own is None or own.key != outside:
+            own = self._windows["self:" + uri] = _Windows(outside, text)
+        sources.append((uri, own, True))
+        alive = {"self:" + uri}
+        for other_uri, other_text, version in self._recent() if self._recent is not None else ():
+            alive.add(other_uri)
+            if other_uri == uri or not other_text:
+                continue
+            key = (version, len(other_text))
+            win = self._windows.get(other_uri)
+            if win is None or win.key != key:
+                win = self._windows[other_uri] = _Windows(key, other_text)
+            sources.append((other_uri, win, False))
+        for stale in [u for u in self._windows if u not in alive and not u.startswith("self:")]:
+            del self._windows[stale]
+        while sum(1 for u in self._windows if u.startswith("self:")) > 8:
+            del self._windows[next(u for u in self._windows if u.startswith("self:") and u != "self:" + uri)]
+        best: list[tuple[float, str, int, _Windows]] = []
+        for source_uri, win, is_self in sources:
+            for start, idents in win.windows:
+                if is_self and start + SNIPPET_LINES > first_visible and start <= last_visible + 1:
+                    continue  # the prompt shows these lines already
+                inter = len(query & idents)
+                if not inter:
+                    continue
+                sim = inter / len(query | idents)
+                if sim >= MIN_JACCARD:
+                    best.append((sim, source_uri, start, win))
+        best.sort(key=lambda b: (-b[0], b[1], b[2]))
+        out = []
+        used: list[tuple[str, int]] = []
+        for sim, source_uri, start, win in best:
+            if any(u == source_uri and abs(s - start) < SNIPPET_LINES for u, s in used):
+                continue
+            used.append((source_uri, start))
+            body = "\n".join(win.lines[start : start + SNIPPET_LINES]).strip("\n")
+            rel = self._rel(os.path.abspath(uri_to_path(source_uri)))
+            out.append(Candidate(key=("snippet", source_uri, start, body), path=rel, text=body, score=SNIPPET_WEIGHT * sim,
+                                 kind="snippet"))
+            if len(out) >= MAX_SNIPPETS:
+                break
+        return out
+
+    # --------------------------------------------------------------- selection
+    def _select(
+        self, session: _Session, candidates: list[Candidate], token_budget: int,
+        count_tokens: Callable[[str], int], request: Any,
+    ) -> list[ContextChunk]:
+        # Reserve what the template adds around the chunks: the current file's own header
+        # line and a repo-name line (repo-level formats).
+        reserve = self._count(f"# {request.path or 'file'}\n", count_tokens) + self._count(
+            f"{request.repo_name or 'workspace'}\n", count_tokens) + 2
+        budget = token_budget - reserve
+        if budget <= 0 or not candidates:
+            session.keys, session.chunks = [], {}
+            return []
+        previous = set(session.keys)
+        best: dict[tuple[object, ...], Candidate] = {}
+        for c in candidates:
+            if not c.text.strip():
+                continue
+            if c.key in previous:
+                c.score += STICKY_BONUS
+            old = best.get(c.key)
+            if old is None or c.score > old.score:
+                best[c.key] = c
+        ranked = sorted(best.values(), key=lambda c: (-c.score, c.key.__repr__()))
+        chosen: dict[tuple[object, ...], tuple[Candidate, int]] = {}
+        used = 0
+        for c in ranked:
+            cost = self._count(f"# {c.path}\n{c.text}\n\n", count_tokens)
+            if used + cost > budget:
+                continue
+            chosen[c.key] = (c, cost)
+            used += cost
+        # Stable presentation: kept chunks in their old places, new ones appended (the
+        # best of them last, nearest the code), grouped by file so headers are shared.
+        kept = [k for k in session.keys if k in chosen]
+        new = sorted((k for k in chosen if k not in previous), key=lambda k: chosen[k][0].score)
+        new = _group_new(new, chosen, kept)
+        order = kept + new
+        chunks: list[ContextChunk] = []
+        new_chunks: dict[tuple[object, ...], ContextChunk] = {}
+        for k in order:
+            c = chosen[k][0]
+            chunk = session.chunks.get(k)
+            if chunk is None or chunk.text != c.text or chunk.path != c.path:
+                chunk = ContextChunk(path=c.path, text=c.text, score=round(c.score, 3), kind=c.kind)
+            new_chunks[k] = chunk
+            chunks.append(chunk)
+        session.keys, session.chunks = order, new_chunks
+        return chunks
+
+
+def _import_lines(imports: Sequence[Import], resolved: set[int]) -> tuple[list[str], list[str]]:
+    """Import statements re-rendered one line per module: (into the workspace, others)."""
+    internal: list[str] = []
+    external: list[str] = []
+    merged: dict[tuple[str, int], list[str]] = {}
+    order: list[tuple[tuple[str, int], bool]] = []
+    for imp in imports:
+        inside = imp.line in resolved
+        if imp.names or imp.wildcard:
+            key = (imp.module, imp.level)
+            if key not in merged:
+                merged[key] = []
+                order.append((key, inside))
+            names = ["*"] if imp.wildcard else [n if n == a else f"{n} as {a}" for n, a in imp.names]
+            merged[key].extend(n for n in names if n not in merged[key])
+        else:
+            line = f"import {imp.module}" + (f" as {imp.alias}" if imp.alias and imp.alias != imp.module.split(".")[0] else "")
+            (internal if inside else external).append(line)
+    for (module, level), inside in order:
+        line = f"from {'.' * level}{module} import {', '.join(merged[(module, level)])}"
+        (internal if inside else external).append(line)
+    return internal[:MAX_IMPORT_LINES], external[:MAX_IMPORT_LINES]
+
+
+def _group_new(
+    new: list[tuple[object, ...]], chosen: dict[tuple[object, ...], tuple[Candidate, int]],
+    kept: list[tuple[object, ...]],
+) -> list[tuple[object, ...]]:
+    """Order new chunks by their file's best score (ascending), chunks of one file together,
+    a file continuing the last kept chunk's file first (its header is then shared)."""
+    if len(new) <= 1:
+        return new
+    by_path: dict[str, list[tuple[object, ...]]] = {}
+    for k in new:
+        by_path.setdefault(chosen[k][0].path, []).append(k)
+    last_path = chosen[kept[-1]][0].path if kept else None
+
+    def group_rank(item: tuple[str, list[tuple[object, ...]]]) -> tuple[int, float]:
+        path, keys = item
+        return (0 if path == last_path else 1, max(chosen[k][0].score for k in keys))
+
+    out: list[tuple[object, ...]] = []
+    for _, keys in sorted(by_path.items(), key=group_rank):
+        out.extend(keys)
+    return out

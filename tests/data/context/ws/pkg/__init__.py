@@ -1,0 +1,4 @@
+"""Shapes and helpers."""
+from .geometry import Circle, circle_area
+
+__all__ = ["Circle", "circle_area"]

@@ -1,0 +1,2 @@
+package dep
+func Vendored() {}

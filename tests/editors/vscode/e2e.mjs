@@ -1,0 +1,355 @@
+// Real VS Code test of the Quill extension: code-server (VS Code 1.100 in the browser)
+// with the packaged .vsix installed, driven by playwright-core in Debian's chromium.
+//
+//   node tests/editors/vscode/e2e.mjs            (after `make vscode-e2e-deps`, see the Makefile)
+//
+// It opens a Python file of a scratch workspace, types, waits for the ghost text from the
+// real server and model (`.ghost-text-decoration`), takes a screenshot, accepts with Tab,
+// saves and checks the file; then checks the status bar and the status command, runs
+// "Explain with Quill" from the code action menu (Markdown preview beside), and kills
+// the server to see the extension restart it.  Results: artifacts/vscode-result.json.
+//
+// Environment: QUILL_VSIX (default editors/vscode/quill.vsix), QUILL_LSP (default the
+// repo's .venv/bin/quill-lsp), CHROMIUM (default /usr/bin/chromium),
+// QUILL_EDITOR_ARTIFACTS (default tests/editors/artifacts), QUILL_TEST_THREADS (default 1),
+// QUILL_TEST_CODE_ACTIONS (auto | require | skip).
+
+import { execFileSync, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "../../..");
+const vsix = process.env.QUILL_VSIX || path.join(repo, "editors/vscode/quill.vsix");
+const server = process.env.QUILL_LSP || path.join(repo, ".venv/bin/quill-lsp");
+const codeServer = path.join(here, "node_modules/.bin/code-server");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const artifacts = process.env.QUILL_EDITOR_ARTIFACTS || path.join(repo, "tests/editors/artifacts");
+const threads = Number(process.env.QUILL_TEST_THREADS || "1");
+const wantCodeActions = process.env.QUILL_TEST_CODE_ACTIONS || "auto";
+
+const SAMPLE = `import math
+
+
+def circle_area(radius: float) -> float:
+    """Area of a circle of the given radius."""
+    return math.pi * radius ** 2
+
+
+def fibonacci(n: int) -> int:
+    """Return the n-th Fibonacci number."""
+    if n < 2:
+        return n
+`;
+
+const results = { steps: [], timings: {}, statusBar: [] };
+let failed = false;
+
+function step(name, ok, detail) {
+  results.steps.push({ name, ok: !!ok, detail });
+  console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail !== undefined ? " " + JSON.stringify(detail) : ""}`);
+  if (!ok) failed = true;
+  return !!ok;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitHealthy(port, timeoutMs) {
+  const start = Date.now();
+  while (Date.now() - start < timeoutMs) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      if (res.ok) return true;
+    } catch {
+      // not up yet
+    }
+    await sleep(100);
+  }
+  return false;
+}
+
+/** Pids of processes whose command line contains `needle` (our scratch path: only ours). */
+function pidsWith(needle) {
+  const out = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
+      if (cmd.includes(needle)) out.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+async function statusText(page) {
+  return page.evaluate(() => {
+    const items = [...document.querySelectorAll(".statusbar-item")];
+    const quill = items.find((e) => /Quill/.test(e.textContent || ""));
+    return quill ? (quill.textContent || "").trim() : null;
+  });
+}
+
+async function waitStatus(page, re, timeoutMs) {
+  const start = Date.now();
+  let last = null;
+  while (Date.now() - start < timeoutMs) {
+    last = await statusText(page);
+    if (last !== null && results.statusBar[results.statusBar.length - 1] !== last) results.statusBar.push(last);
+    if (last !== null && re.test(last)) return last;
+    await sleep(50);
+  }
+  return null;
+}
+
+async function runCommand(page, title) {
+  await page.keyboard.press("F1");
+  await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+  await page.keyboard.type(title);
+  const row = page.locator(`.quick-input-list .monaco-list-row:has-text("${title}")`).first();
+  await row.waitFor({ timeout: 15000 });
+  await page.keyboard.press("Enter");
+}
+
+async function main() {
+  fs.mkdirSync(artifacts, { recursive: true });
+  for (const [what, p] of [["vsix", vsix], ["quill-lsp", server], ["code-server", codeServer], ["chromium", chromiumPath]]) {
+    if (!fs.existsSync(p)) {
+      throw new Error(`${what} not found at ${p}`);
+    }
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "quill-vscode-"));
+  const home = path.join(tmp, "home");
+  const ws = path.join(tmp, "ws");
+  const userData = path.join(tmp, "data");
+  const extDir = path.join(tmp, "ext");
+  for (const d of [home, ws, path.join(userData, "User"), extDir, path.join(ws, ".venv", "bin")]) {
+    fs.mkdirSync(d, { recursive: true });
+  }
+  const samplePath = path.join(ws, "sample.py");
+  fs.writeFileSync(samplePath, SAMPLE);
+  // The extension's default lookup finds the workspace's .venv/bin/quill-lsp (code-server
+  // resets PATH for the extension host, so PATH alone would not do).
+  const venvServer = path.join(ws, ".venv", "bin", "quill-lsp");
+  fs.symlinkSync(server, venvServer);
+  fs.writeFileSync(
+    path.join(userData, "User", "settings.json"),
+    JSON.stringify(
+      {
+        "workbench.startupEditor": "none",
+        "files.hotExit": "off",
+        "security.workspace.trust.enabled": false,
+        "workbench.tips.enabled": false,
+        "extensions.ignoreRecommendations": true,
+        "telemetry.telemetryLevel": "off",
+        "quill.threads": threads,
+      },
+      null,
+      2,
+    ),
+  );
+  const env = {
+    ...process.env,
+    HOME: home,
+    XDG_CONFIG_HOME: path.join(tmp, "config"),
+    XDG_DATA_HOME: path.join(tmp, "share"),
+    XDG_STATE_HOME: path.join(tmp, "state"),
+    XDG_CACHE_HOME: path.join(tmp, "cache"),
+    QUILL_LOG_FILE: path.join(tmp, "server.log"),
+  };
+
+  let t = Date.now();
+  execFileSync(codeServer, ["--install-extension", vsix, "--extensions-dir", extDir, "--user-data-dir", userData], { env, stdio: "pipe" });
+  results.timings.installExtensionMs = Date.now() - t;
+
+  const port = await freePort();
+  const configPath = path.join(tmp, "config.yaml");
+  fs.writeFileSync(configPath, `bind-addr: 127.0.0.1:${port}\nauth: none\ncert: false\n`);
+  const log = fs.openSync(path.join(tmp, "code-server.log"), "w");
+  t = Date.now();
+  const cs = spawn(
+    codeServer,
+    ["--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--disable-telemetry", "--disable-update-check",
+      "--disable-workspace-trust", "--user-data-dir", userData, "--extensions-dir", extDir, "--config", configPath, ws],
+    { env, detached: true, stdio: ["ignore", log, log] },
+  );
+  let browser;
+  try {
+    if (!step("code-server starts", await waitHealthy(port, 60000))) return;
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"],
+    });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 760 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
+    await page.waitForSelector(".monaco-workbench", { timeout: 60000 });
+
+    // Open sample.py.
+    await page.keyboard.press("Control+P");
+    await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+    await page.keyboard.type("sample.py");
+    await page.locator('.quick-input-list .monaco-list-row:has-text("sample.py")').first().waitFor({ timeout: 30000 });
+    await page.keyboard.press("Enter");
+    await page.waitForSelector(".editor-instance .view-lines", { timeout: 30000 });
+
+    const ready = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
+    results.timings.codeServerStartToReadyMs = Date.now() - t;
+    if (!step("status bar shows the model ready", ready !== null, { status: ready, seen: results.statusBar })) return;
+
+    // Type at a new last line; the clock starts after the last key.
+    await page.click(".editor-instance .view-lines");
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type("    return fib", { delay: 40 });
+    const t0 = Date.now();
+    const seenGenerating = waitStatus(page, /generating/, 30000);
+    const gotGhost = await page
+      .waitForSelector(".ghost-text-decoration", { timeout: 90000 })
+      .then(() => true)
+      .catch(() => false);
+    const ghostMs = Date.now() - t0;
+    results.timings.keystrokeToGhostMs = ghostMs;
+    if (!step("ghost text appears after typing", gotGhost, { ms: ghostMs })) {
+      await page.screenshot({ path: path.join(artifacts, "vscode-failure.png") });
+      return;
+    }
+    await sleep(300); // let the rest of the suggestion render
+    const ghost = await page.evaluate(() => {
+      const first = [...document.querySelectorAll(".ghost-text-decoration")].map((e) => e.textContent).join("");
+      const more = [...document.querySelectorAll(".suggest-preview-text .view-line, .ghost-text .view-line")].map((e) => e.textContent);
+      return { first, more };
+    });
+    results.ghostText = ghost;
+    await page.screenshot({ path: path.join(artifacts, "vscode-ghost-text.png") });
+    step("status bar showed 'generating' while the model ran", (await seenGenerating) !== null, { seen: results.statusBar });
+
+    // Accept with Tab, save, read the file.
+    await page.keyboard.press("Tab");
+    await sleep(200);
+    const ghostAfterTab = await page.$$(".ghost-text-decoration");
+    await page.keyboard.press("Control+S");
+    let saved = "";
+    for (let i = 0; i < 100 && !saved.includes("return fib"); i++) {
+      await sleep(100);
+      saved = fs.readFileSync(samplePath, "utf8");
+    }
+    results.savedText = saved;
+    const expectLine = "return fib" + ghost.first.replace(/\u00a0/g, " ");
+    step("Tab accepts: the saved file has the typed text plus the ghost text", saved.includes(expectLine) && ghostAfterTab.length === 0,
+      { expectLine, lastLines: saved.split("\n").slice(-4) });
+    await page.screenshot({ path: path.join(artifacts, "vscode-accepted.png") });
+
+    // The status command asks the server (quill/status).
+    await runCommand(page, "Quill: Show server status");
+    const toast = page.locator('.notification-toast .notification-list-item-message:has-text("quill-lsp")').first();
+    const toastOk = await toast.waitFor({ timeout: 15000 }).then(() => true).catch(() => false);
+    const toastText = toastOk ? (await toast.innerText()) : null;
+    step("Quill: Show server status reports version, state and model", toastOk && /state: ready/.test(toastText) && /model: /.test(toastText), { toast: toastText });
+    await page.keyboard.press("Escape");
+
+    // Code action: Explain with Quill -> Markdown preview beside.
+    if (wantCodeActions !== "skip") {
+      await page.click(".editor-instance .view-lines");
+      await page.keyboard.press("Control+G");
+      await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+      await page.keyboard.type("9");
+      await page.keyboard.press("Enter");
+      await page.keyboard.press("Home");
+      for (let i = 0; i < 5; i++) await page.keyboard.press("Shift+ArrowDown");
+      await page.keyboard.press("Shift+End");
+      await page.keyboard.press("Control+.");
+      const item = page.locator('.action-widget .monaco-list-row:has-text("Explain with Quill")').first();
+      const offered = await item.waitFor({ timeout: 30000 }).then(() => true).catch(() => false);
+      if (!offered && wantCodeActions === "auto") {
+        results.codeActionsSkipped = "no 'Explain with Quill' in the code action menu";
+        await page.screenshot({ path: path.join(artifacts, "vscode-code-actions.png") });
+        step("code actions (skipped: none offered)", true);
+        await page.keyboard.press("Escape");
+      } else if (step("the code action menu offers Explain with Quill", offered)) {
+        results.codeActionMenu = await page.$$eval(".action-widget .monaco-list-row", (els) => els.map((e) => e.textContent));
+        await page.screenshot({ path: path.join(artifacts, "vscode-code-actions.png") });
+        const te = Date.now();
+        await item.click();
+        const preview = page.locator('.tabs-container .tab:has-text("Preview")').first();
+        const shown = await preview.waitFor({ timeout: 180000 }).then(() => true).catch(() => false);
+        results.timings.explainMs = Date.now() - te;
+        const tabs = await page.$$eval(".tabs-container .tab", (els) => els.map((e) => e.getAttribute("aria-label") || e.textContent));
+        step("Explain with Quill opens a Markdown preview beside the code", shown, { tabs, ms: results.timings.explainMs });
+        if (shown) {
+          await sleep(1500); // the preview's webview renders
+          await page.screenshot({ path: path.join(artifacts, "vscode-explain.png") });
+        }
+      }
+    }
+
+    // Crash: kill the server; the extension restarts it with backoff.
+    const pids = pidsWith(venvServer);
+    if (step("found the server process", pids.length > 0, { pids })) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      const down = await waitStatus(page, /error/, 20000);
+      const up = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
+      step("a killed server is restarted and the status bar returns to ready", down !== null && up !== null && pidsWith(venvServer).length > 0,
+        { seen: results.statusBar.slice(-5) });
+    }
+  } finally {
+    results.ok = !failed && results.steps.length > 0;
+    if (browser) await browser.close().catch(() => {});
+    try {
+      process.kill(-cs.pid, "SIGTERM");
+    } catch {
+      // already gone
+    }
+    await sleep(500);
+    try {
+      process.kill(-cs.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    for (const name of ["server.log", "code-server.log"]) {
+      try {
+        fs.copyFileSync(path.join(tmp, name), path.join(artifacts, `vscode-${name}`));
+      } catch {
+        // not written
+      }
+    }
+    fs.writeFileSync(path.join(artifacts, "vscode-result.json"), JSON.stringify(results, null, 2));
+    if (process.env.QUILL_KEEP_TMP !== "1") fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main()
+  .catch((error) => {
+    failed = true;
+    results.error = String(error && error.stack ? error.stack : error);
+    console.error(results.error);
+    fs.mkdirSync(artifacts, { recursive: true });
+    fs.writeFileSync(path.join(artifacts, "vscode-result.json"), JSON.stringify(results, null, 2));
+  })
+  .finally(() => {
+    console.log(`keystroke -> ghost text: ${results.timings.keystrokeToGhostMs ?? "?"} ms; ghost: ${JSON.stringify(results.ghostText ?? null)}`);
+    process.exit(failed ? 1 : 0);
+  });

@@ -1,0 +1,232 @@
+"""Workspace context end to end: the real server subprocess, driven by pytest-lsp.
+
+Indexing at `initialized` with `$/progress`, live updates from the file system and from
+`workspace/didChangeWatchedFiles`, multi-root through `workspace/didChangeWorkspaceFolders`,
+the `workspaceContext` setting, and a completion that needs another file's definitions
+(with the real default model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.unit.test_context_index import make_workspace
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+GUARD_S = 120  # only against a hung server; no test asserts on time
+
+
+class Session:
+    def __init__(self, client: LanguageClient, workspace: Path) -> None:
+        self.client = client
+        self.workspace = workspace
+        self.registrations: list[types.Registration] = []
+
+    async def index(self, **params: Any) -> dict[str, Any]:
+        result = await self.client.protocol.send_request_async("quill/workspaceIndex", params)
+        return _plain(result)
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool], **params: Any) -> dict[str, Any]:
+        async def poll() -> dict[str, Any]:
+            while True:
+                status = await self.index(**params)
+                if predicate(status):
+                    return status
+                await asyncio.sleep(0.05)
+
+        return await asyncio.wait_for(poll(), GUARD_S)
+
+    async def defined_in(self, name: str) -> list[str]:
+        status = await self.index(symbol=name)
+        return sorted(os.path.relpath(d["path"], self.workspace.parent) for d in status.get("definitions", []))
+
+
+def _plain(value: Any) -> Any:
+    """pygls hands custom results over as namedtuples; make them dicts and lists."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "_asdict"):  # a namedtuple
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+async def start(workspace: Path, options: dict[str, Any] | None = None, caps: str = "visual_studio_code") -> Session:
+    client = await ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]).start()
+    assert isinstance(client, LanguageClient)
+    session = Session(client, workspace)
+
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(params: types.RegistrationParams) -> None:
+        session.registrations.extend(params.registrations)
+
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities(caps),
+            root_uri=workspace.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name=workspace.name)],
+            initialization_options=options or {},
+        )
+    )
+    return session
+
+
+async def stop(session: Session) -> None:
+    await session.client.shutdown_session()
+    await session.client.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def session(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Session]:
+    workspace = make_workspace(tmp_path_factory.mktemp("ctx"))
+    s = await start(workspace)
+    await s.until(lambda st: st["state"] == "ready")
+    yield s
+    await stop(s)
+
+
+async def test_index_is_built_at_initialized_with_progress(session: Session) -> None:
+    status = await session.index()
+    assert status["state"] == "ready"
+    assert status["files"] == 20  # see test_context_index.test_files_indexed_and_skipped
+    assert status["watching"] is True
+    reports = [r for rs in session.client.progress_reports.values() for r in rs]
+    begins = [r for r in reports if isinstance(r, types.WorkDoneProgressBegin) and "indexing" in (r.message or "")]
+    ends = [r for r in reports if isinstance(r, types.WorkDoneProgressEnd) and "indexed" in (r.message or "")]
+    assert begins and begins[0].title == "Quill"
+    assert ends and ends[0].message.startswith("indexed 20 files")
+    # The client offered dynamic registration: the server asked for file events too.
+    assert any(r.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES for r in session.registrations)
+
+
+async def test_definitions_in_several_languages(session: Session) -> None:
+    assert await session.defined_in("circle_area") == [
+        os.path.join("ws", "c", "include", "geom.h"), os.path.join("ws", "pkg", "geometry.py")
+    ]
+    assert await session.defined_in("Area") == [os.path.join("ws", "go", "shapes", "shapes.go")]
+
+
+async def test_file_system_changes_reach_the_index(session: Session) -> None:
+    ws = session.workspace
+    (ws / "pkg" / "fresh.py").write_text("def brand_new_helper(x: int) -> int:\n    return x\n")
+    await session.until(lambda st: bool(st.get("definitions")), symbol="brand_new_helper")
+    os.rename(ws / "pkg" / "fresh.py", ws / "pkg" / "renamed.py")
+    await session.until(
+        lambda st: [d["path"] for d in st.get("definitions", [])] == [str(ws / "pkg" / "renamed.py")],
+        symbol="brand_new_helper",
+    )
+    (ws / "pkg" / "renamed.py").unlink()
+    await session.until(lambda st: not st.get("definitions"), symbol="brand_new_helper")
+
+
+async def test_client_file_events(session: Session) -> None:
+    ws = session.workspace
+    (ws / "pkg" / "from_client.py").write_text("def told_by_the_client(): ...\n")
+    session.client.workspace_did_change_watched_files(
+        types.DidChangeWatchedFilesParams(
+            changes=[types.FileEvent(uri=(ws / "pkg" / "from_client.py").as_uri(), type=types.FileChangeType.Created)]
+        )
+    )
+    await session.until(lambda st: bool(st.get("definitions")), symbol="told_by_the_client")
+
+
+async def test_workspace_folders_added_and_removed(session: Session, tmp_path: Path) -> None:
+    other = tmp_path / "second_root"
+    other.mkdir()
+    (other / "extra.py").write_text("def only_in_the_second_root(): ...\n")
+    folder = types.WorkspaceFolder(uri=other.as_uri(), name="second_root")
+    session.client.workspace_did_change_workspace_folders(
+        types.DidChangeWorkspaceFoldersParams(event=types.WorkspaceFoldersChangeEvent(added=[folder], removed=[]))
+    )
+    status = await session.until(lambda st: bool(st.get("definitions")), symbol="only_in_the_second_root")
+    assert str(other) in status["roots"]
+    session.client.workspace_did_change_workspace_folders(
+        types.DidChangeWorkspaceFoldersParams(event=types.WorkspaceFoldersChangeEvent(added=[], removed=[folder]))
+    )
+    status = await session.until(lambda st: not st.get("definitions"), symbol="only_in_the_second_root")
+    assert str(other) not in status["roots"]
+
+
+# ------------------------------------------------------- a cross-file completion
+PRICING = '''"""Prices and shipping."""
+
+FREE_SHIPPING_THRESHOLD = 50.0
+
+
+def compute_shipping_cost_for_order(order_id: int, express: bool = False) -> float:
+    """Shipping cost of one order, in euros."""
+    return 4.5 if not express else 9.0
+
+
+def apply_discount_code(total: float, code: str) -> float:
+    """Total after a discount code."""
+    return total * 0.9 if code else total
+'''
+
+CHECKOUT = "import shop.pricing as pricing\n\n\ndef order_total(order_id: int, subtotal: float) -> float:\n    shipping = pricing."
+
+
+async def complete(session: Session, uri: str, text: str) -> str:
+    lines = text.split("\n")
+    result = await session.client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=len(lines) - 1, character=len(lines[-1])),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        )
+    )
+    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    return str(items[0].insert_text) if items else ""
+
+
+@pytest.mark.model
+async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) -> None:
+    ws = tmp_path / "shopws"
+    (ws / "shop").mkdir(parents=True)
+    (ws / "app").mkdir()
+    (ws / "shop" / "__init__.py").write_text("")
+    (ws / "shop" / "pricing.py").write_text(PRICING)
+    (ws / "app" / "checkout.py").write_text(CHECKOUT)
+    s = await start(ws, {"cacheCompletions": False}, caps="neovim")
+    try:
+        await s.until(lambda st: st["state"] == "ready")
+        uri = (ws / "app" / "checkout.py").as_uri()
+        s.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=CHECKOUT)
+            )
+        )
+        with_context = await complete(s, uri, CHECKOUT)
+        # The name exists only in shop/pricing.py: the workspace context put it in the prompt.
+        assert with_context.startswith("compute_shipping_cost_for_order(")
+
+        s.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"quill": {"workspaceContext": False, "cacheCompletions": False}})
+        )
+        await s.until(lambda st: st["state"] == "off")
+        without = await complete(s, uri, CHECKOUT)
+        assert "compute_shipping_cost_for_order" not in without
+
+        s.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"quill": {"workspaceContext": True, "cacheCompletions": False}})
+        )
+        await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
+        assert (await complete(s, uri, CHECKOUT)).startswith("compute_shipping_cost_for_order(")
+    finally:
+        await stop(s)

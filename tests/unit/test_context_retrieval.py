@@ -1,0 +1,184 @@
+"""Retrieval: what context a completion gets, in what order, within what budget."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lsp_server.config import Settings
+from lsp_server.context.documents import DocumentStore
+from lsp_server.context.workspace import WorkspaceContext, build_context_provider
+from lsp_server.engine.engine import CompletionRequest
+from lsp_server.engine.prompt import PromptBudget, PromptBuilder
+from lsp_server.engine.templates import get_template
+
+from .test_context_index import make_workspace
+
+MAIN = '''import os
+from pkg import Circle
+from pkg.geometry import MAX_RADIUS, circle_area
+from pkg.shapes import describe
+
+
+def run(r: float) -> str:
+    if r > MAX_RADIUS:
+        raise ValueError("too big")
+    c = Circle(r)
+    total = circle_area(r)
+    '''
+
+
+def chars(text: str) -> int:
+    """A stand-in tokenizer: one token per 3 characters."""
+    return (len(text) + 2) // 3
+
+
+def request(path: Path, text: str, offset: int | None = None, root: Path | None = None) -> CompletionRequest:
+    return CompletionRequest(
+        uri=path.as_uri(), text=text, offset=len(text) if offset is None else offset,
+        path=os.path.relpath(path, root) if root else path.name, language_id="python",
+    )
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path)
+
+
+@pytest.fixture()
+def context(ws: Path) -> WorkspaceContext:
+    return build_context_provider([str(ws)], DocumentStore())
+
+
+def texts(chunks) -> list[tuple[str, str]]:
+    return [(c.path.replace(os.sep, "/"), c.text) for c in chunks]
+
+
+def test_imported_definitions_from_other_files(context: WorkspaceContext, ws: Path) -> None:
+    chunks = context.retrieve(request(ws / "app" / "main.py", MAIN, root=ws), 400, chars)
+    joined = "\n".join(t for _, t in texts(chunks))
+    assert {p for p, _ in texts(chunks)} >= {"pkg/geometry.py", "pkg/shapes.py"}
+    assert "def circle_area(radius: float) -> float:" in joined
+    assert '"""Area of a circle of the given radius."""' in joined  # docstring first line
+    assert "class Circle:" in joined and "def area(self) -> float:" in joined  # through pkg/__init__.py
+    assert "MAX_RADIUS = 100" in joined
+    assert "def describe(c: Circle) -> str:" in joined
+    assert all(c.path.replace(os.sep, "/") != "app/main.py" for c in chunks)
+    assert all(c.kind in ("definition", "import", "snippet", "scope") for c in chunks)
+
+
+def test_module_attribute_use(context: WorkspaceContext, ws: Path) -> None:
+    text = "import pkg.util.text as t\n\n\ndef slug(title):\n    return t.slugify(title)\n    "
+    joined = "\n".join(c.text for c in context.retrieve(request(ws / "app" / "x.py", text), 300, chars))
+    assert "def slugify(value: str, sep: str = \"-\") -> str:" in joined
+
+
+def test_context_holds_still_while_typing(context: WorkspaceContext, ws: Path) -> None:
+    path = ws / "app" / "main.py"
+    previous = None
+    for typed in ["c", "ci", "cir", "circ", "circl", "circle", "circle_", "circle_a", "circle_ar"]:
+        chunks = texts(context.retrieve(request(path, MAIN + typed, root=ws), 400, chars))
+        if previous is not None:
+            assert chunks == previous  # same chunks, same order, same text: the KV cache holds
+        previous = chunks
+
+
+def test_new_chunks_are_appended_after_kept_ones(context: WorkspaceContext, ws: Path) -> None:
+    path = ws / "app" / "main.py"
+    first = texts(context.retrieve(request(path, MAIN, root=ws), 400, chars))
+    line = "x = describe(c) + str(MAX_RADIUS)\n    "
+    for i in range(1, len(line) + 1):
+        now = texts(context.retrieve(request(path, MAIN + line[:i], root=ws), 400, chars))
+        kept = [c for c in first if c in now]
+        assert now[: len(kept)] == kept  # survivors keep their order, at the front
+        first = now
+
+
+def test_budget_is_respected(context: WorkspaceContext, ws: Path) -> None:
+    req = request(ws / "app" / "main.py", MAIN, root=ws)
+    for budget in (0, 5, 30, 60, 120, 400):
+        chunks = context.retrieve(req, budget, chars)
+        assert sum(chars(f"# {c.path}\n{c.text}\n\n") for c in chunks) <= max(0, budget)
+
+
+def test_open_document_wins_over_its_disk_copy(context: WorkspaceContext, ws: Path) -> None:
+    # On disk app/main.py defines `run`; the open text defines something else.  Context
+    # never comes from the disk copy of the document being edited.
+    live = "from pkg.geometry import circle_area\n\ndef other():\n    return circle_area(1)\n"
+    chunks = context.retrieve(request(ws / "app" / "main.py", live, root=ws), 400, chars)
+    assert all("def run(" not in c.text for c in chunks)
+    assert any("circle_area" in c.text for c in chunks)
+
+
+def test_far_imports_and_enclosing_scope(context: WorkspaceContext, ws: Path) -> None:
+    body = "".join(f"        self.v{i} = {i}\n" for i in range(300))
+    text = (
+        "from pkg.geometry import Circle, circle_area\nimport os\n\n\n"
+        "class Holder:\n    def fill(self, radius):\n" + body + "        self.total = "
+    )
+    chunks = context.retrieve(request(ws / "app" / "holder.py", text, root=ws), 150, chars)
+    kinds = {c.kind: c for c in chunks}
+    assert kinds["import"].text == "from pkg.geometry import Circle, circle_area"
+    assert kinds["scope"].text == "class Holder:\n    def fill(self, radius):"
+    # A short file shows its own imports: no in-file chunks then.
+    short = context.retrieve(request(ws / "app" / "holder.py", text[:200], root=ws), 150, chars)
+    assert not [c for c in short if c.kind in ("import", "scope")]
+
+
+def test_similar_snippets_from_recent_documents(ws: Path) -> None:
+    store = DocumentStore()
+    context = build_context_provider([str(ws)], store)
+    other = ws / "app" / "report.py"
+    store.open(other.as_uri(), "def report(rows):\n    for row in rows:\n"
+               "        total_price = row.quantity * row.unit_price\n        emit(row.name, total_price)\n")
+    text = "def invoice(rows):\n    for row in rows:\n        total_price = row.quantity * "
+    chunks = context.retrieve(request(ws / "app" / "invoice.py", text, root=ws), 300, chars)
+    snippets = [c for c in chunks if c.kind == "snippet"]
+    assert snippets and "row.unit_price" in snippets[0].text
+    assert snippets[0].path.replace(os.sep, "/") == "app/report.py"
+
+
+def test_typescript_imports(context: WorkspaceContext, ws: Path) -> None:
+    text = "import { add, Vec } from './math';\n\nexport function f(v: Vec) {\n  return add(v.x, "
+    chunks = context.retrieve(request(ws / "web" / "src" / "f.ts", text, root=ws), 300, chars)
+    joined = "\n".join(c.text for c in chunks)
+    assert "// Sum of two numbers.\nfunction add(a: number, b: number): number { ... }" in joined
+    assert "class Vec implements Shape {" in joined
+
+
+def test_plain_text_file_degrades_to_nothing(context: WorkspaceContext, ws: Path) -> None:
+    assert context.retrieve(request(ws / "notes.txt", "nothing known here\n"), 300, chars) == []
+    chunks = context.retrieve(request(ws / "notes.txt", "call circle_area and describe here\n"), 300, chars)
+    assert all(c.kind == "definition" for c in chunks)  # names near the cursor still resolve
+
+
+@pytest.mark.model
+def test_budget_never_exceeded_with_the_real_tokenizer(context: WorkspaceContext, ws: Path) -> None:
+    from lsp_server.backends import load_model
+
+    model = load_model(Settings())
+    try:
+        tok = model.backend
+
+        def count(text: str) -> int:
+            return len(tok.tokenize(text))
+
+        text = (ws / "app" / "main.py").read_text() + "\n\ndef more(r):\n    c = Circle(r)\n    return "
+        req = request(ws / "app" / "main.py", text, root=ws)
+        for window in (256, 384, 512, 1024, 2048):
+            budget = PromptBudget.for_model(tok.info.n_ctx, window, 64, suffix_max=64)
+            share = int(budget.total * budget.context_share)
+            chunks = context.retrieve(req, share, count)
+            assert chunks
+            for name in ("plain", "qwen25coder", "starcoder2", "codellama", "deepseek"):
+                prompt = PromptBuilder(tok, get_template(name)).build(req.prefix, req.suffix, budget, chunks, req.path, "ws")
+                assert prompt.n_tokens <= budget.total
+                assert prompt.n_context_tokens <= share
+                if name == "plain":
+                    assert prompt.chunks_used == list(chunks)  # the retriever's estimate holds
+                    # What the model sees is what was counted.
+                    assert len(prompt.tokens) == len(tok.bos_tokens()) + prompt.n_context_tokens + prompt.n_prefix_tokens
+    finally:
+        model.backend.close()
