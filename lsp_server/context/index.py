@@ -21,9 +21,9 @@ import os
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 from lsp_server.context.ignore import MAX_FILE_BYTES, IgnoreRules, looks_generated, skip_directory
 from lsp_server.context.parser import EXTENSIONS, thread_parser
@@ -32,6 +32,8 @@ from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 50_000  # per workspace: beyond this the rest is skipped (logged once)
+PARALLEL_MIN_FILES = 200  # smaller builds parse in the calling thread
+BATCH_FILES = 32
 INDEXED_LANGUAGES = frozenset({"python", "javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
 _JS_EXTS = (".ts", ".tsx", ".d.ts", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
 
@@ -69,6 +71,58 @@ def language_of(path: str) -> str | None:
     return lang if lang in INDEXED_LANGUAGES else None
 
 
+def summarize(path: str, root: str, data: bytes, mtime_ns: int = 0, size: int = 0) -> FileSummary:
+    """Parse ``data`` as the file at ``path`` under ``root`` (nothing is stored)."""
+    language = language_of(path) or ""
+    rel = path[len(root) + 1 :] if path.startswith(root + os.sep) else os.path.relpath(path, root)
+    summary = FileSummary(path=path, rel=rel, root=root, language=language, mtime_ns=mtime_ns, size=size or len(data))
+    parser = thread_parser(language) if language else None
+    if parser is None:
+        summary.error = "no grammar"
+        return summary
+    try:
+        tree = parser.parse(data)
+        summary.symbols, summary.imports, summary.package = extract(data, tree, language)
+    except Exception as exc:  # a grammar bug degrades this file only
+        logger.debug("extracting %s failed", path, exc_info=True)
+        summary.error = f"{type(exc).__name__}: {exc}"
+    return summary
+
+
+def read_and_summarize(path: str, root: str) -> FileSummary | str:
+    """A file's summary, or why it is not indexed ("gone", "huge", "generated-or-binary")."""
+    try:
+        st = os.stat(path)
+        if st.st_size > MAX_FILE_BYTES:
+            return "huge"
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return "gone"
+    if looks_generated(data[:4096]):
+        return "generated-or-binary"
+    return summarize(path, root, data, st.st_mtime_ns, st.st_size)
+
+
+def _summarize_batch(batch: list[tuple[str, str]]) -> list[tuple[str, FileSummary | str]]:
+    """Worker-process entry point of the parallel build."""
+    out: list[tuple[str, FileSummary | str]] = []
+    for path, root in batch:
+        try:
+            out.append((path, read_and_summarize(path, root)))
+        except Exception as exc:  # never lose the batch for one file
+            out.append((path, f"error: {exc}"))
+    return out
+
+
+def default_workers() -> int:
+    """Processes for a full build: one core is left to the editor and the model."""
+    env = os.environ.get("QUILL_INDEX_WORKERS")
+    if env and env.isdigit():
+        return int(env)
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 class WorkspaceIndex:
     def __init__(self, roots: Iterable[str] = (), max_files: int = MAX_FILES) -> None:
         self._lock = threading.RLock()
@@ -82,6 +136,7 @@ class WorkspaceIndex:
         self._dirs: dict[str, set[str]] = {}  # directory -> paths
         self._pkg_dirs: dict[str, bool] = {}  # directory -> has __init__.py
         self._go_modules: dict[str, str] = {}  # go.mod module path -> directory
+        self._skipped: dict[str, str] = {}  # path -> why it is not indexed
         self._resolved: OrderedDict[tuple[object, ...], tuple[Binding, ...]] = OrderedDict()
         self.generation = 0
         self.max_files = max_files
@@ -108,6 +163,8 @@ class WorkspaceIndex:
             self._rules.pop(root, None)
             for path in [p for p in self.files if self.root_for(p) is None]:
                 self._drop(path)
+            self._skipped = {p: r for p, r in self._skipped.items() if self.root_for(p) is not None}
+            self.stats.skipped = dict(Counter(self._skipped.values()))
             self._go_modules = {m: d for m, d in self._go_modules.items() if self.root_for(d + os.sep + "x")}
             self._changed()
 
@@ -143,8 +200,9 @@ class WorkspaceIndex:
             if cancel is not None and cancel.is_set():
                 break
             dirnames[:] = sorted(
-                d for d in dirnames if not skip_directory(rules, os.path.join(dirpath, d))
-                and not os.path.islink(os.path.join(dirpath, d))
+                d
+                for d in dirnames
+                if not skip_directory(rules, os.path.join(dirpath, d)) and not os.path.islink(os.path.join(dirpath, d))
             )
             for name in sorted(filenames):
                 if language_of(name) is None:
@@ -161,11 +219,15 @@ class WorkspaceIndex:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         first: Sequence[str] = (),
+        workers: int | None = None,
     ) -> int:
-        """Index every file of ``roots`` (all roots by default); returns files indexed.
+        """Index every file of ``roots`` (all roots by default); returns files handled.
 
         Files in the directories of ``first`` (open documents) are indexed first, so
-        retrieval is useful before the whole build is done.
+        retrieval is useful before the whole build is done.  A big build parses in
+        ``workers`` separate processes (default :func:`default_workers`): tree-sitter holds
+        the GIL while it parses, and in the server's own process that would stall the
+        event loop and the model thread for the whole build.  ``workers=0`` parses here.
         """
         t0 = time.perf_counter()
         with self._lock:
@@ -180,7 +242,11 @@ class WorkspaceIndex:
             paths.sort(key=lambda p: os.path.dirname(p) not in hot)
         total = len(paths)
         done = 0
-        for path in paths:
+        if workers is None:
+            workers = default_workers() if total >= PARALLEL_MIN_FILES else 0
+        if workers > 0 and total:
+            done = self._build_in_processes(paths, workers, progress, cancel)
+        for path in paths[done:]:  # in this thread: small builds, or what the pool left
             if cancel is not None and cancel.is_set():
                 break
             try:
@@ -190,6 +256,9 @@ class WorkspaceIndex:
             done += 1
             if progress is not None:
                 progress(done, total, path)
+            if done % BATCH_FILES == 0:
+                with self._lock:
+                    self._changed()
         with self._lock:
             self.stats.build_s = time.perf_counter() - t0
             self.stats.state = "ready" if not (cancel is not None and cancel.is_set()) else "cancelled"
@@ -197,10 +266,65 @@ class WorkspaceIndex:
         logger.info("indexed %d files in %.1f s (%s)", len(self.files), self.stats.build_s, self.stats.skipped)
         return done
 
-    # ---------------------------------------------------------------- updates
-    def _skip(self, reason: str) -> bool:
+    def _build_in_processes(
+        self, paths: list[str], workers: int, progress: ProgressCallback | None, cancel: threading.Event | None
+    ) -> int:
+        """Parse ``paths`` in worker processes; returns how many were handled (in order:
+        the caller indexes ``paths[done:]`` itself if the pool fails or is cancelled)."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        jobs = []
+        for path in paths:
+            root = self.root_for(path)
+            if root is not None:
+                jobs.append((path, root))
+        batches = [jobs[i : i + BATCH_FILES] for i in range(0, len(jobs), BATCH_FILES)]
+        done = 0
+        try:
+            # spawn, not fork: the server process has threads (event loop, model, watcher).
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_summarize_batch, b) for b in batches]
+                for future in futures:
+                    if cancel is not None and cancel.is_set():
+                        for f in futures:
+                            f.cancel()
+                        break
+                    for path, result in future.result():
+                        self._store(path, result)
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(paths), path)
+                    with self._lock:
+                        self._changed()  # retrieval sees each batch as it lands
+        except Exception:
+            logger.warning("parallel indexing failed; indexing in this process", exc_info=True)
+        return done
+
+    def _store(self, path: str, result: FileSummary | str) -> None:
+        if isinstance(result, str):
+            self.remove_file(path)
+            if result != "gone":
+                self._skip(path, result if not result.startswith("error") else "error")
+            return
         with self._lock:
-            self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1
+            if path not in self.files and len(self.files) >= self.max_files:
+                if not self._warned_full:
+                    logger.warning("workspace index is full (%d files); the rest is not indexed", self.max_files)
+                    self._warned_full = True
+                self._skip(path, "limit")
+                return
+            if self._skipped.pop(path, None) is not None:
+                self.stats.skipped = dict(Counter(self._skipped.values()))
+            if path in self.files:
+                self._drop(path)
+            self._add(result)
+
+    # ---------------------------------------------------------------- updates
+    def _skip(self, path: str, reason: str) -> bool:
+        with self._lock:
+            self._skipped[path] = reason
+            self.stats.skipped = dict(Counter(self._skipped.values()))
         return False
 
     def is_indexable(self, path: str) -> bool:
@@ -222,48 +346,29 @@ class WorkspaceIndex:
         old = self.files.get(path)
         if old is not None and old.mtime_ns == st.st_mtime_ns and old.size == st.st_size:
             return False
-        if st.st_size > MAX_FILE_BYTES:
-            self._skip("huge")
-            return self.remove_file(path)
         if old is None and len(self.files) >= self.max_files:
             if not self._warned_full:
                 logger.warning("workspace index is full (%d files); the rest is not indexed", self.max_files)
                 self._warned_full = True
-            return self._skip("limit")
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_FILE_BYTES + 1)
-        except OSError:
-            return self.remove_file(path)
-        if looks_generated(data[:4096]):
-            self._skip("generated-or-binary")
-            return self.remove_file(path)
-        summary = self.summarize(path, data, st.st_mtime_ns, st.st_size)
+            return self._skip(path, "limit")
+        root = self.root_for(path) or os.path.dirname(path)
+        result = read_and_summarize(path, root)
+        if isinstance(result, str):
+            self.remove_file(path)
+            return result != "gone" and self._skip(path, result)
         with self._lock:
+            if self._skipped.pop(path, None) is not None:
+                self.stats.skipped = dict(Counter(self._skipped.values()))
             if path in self.files:
                 self._drop(path)
-            self._add(summary)
+            self._add(result)
             if notify:
                 self._changed()
         return True
 
     def summarize(self, path: str, data: bytes, mtime_ns: int = 0, size: int = 0) -> FileSummary:
         """Parse ``data`` as the file at ``path`` (nothing is stored)."""
-        language = language_of(path) or ""
-        root = self.root_for(path) or os.path.dirname(path)
-        summary = FileSummary(path=path, rel=os.path.relpath(path, root), root=root, language=language,
-                              mtime_ns=mtime_ns, size=size or len(data))
-        parser = thread_parser(language) if language else None
-        if parser is None:
-            summary.error = "no grammar"
-            return summary
-        try:
-            tree = parser.parse(data)
-            summary.symbols, summary.imports, summary.package = extract(data, tree, language)
-        except Exception as exc:  # a grammar bug degrades this file only
-            logger.debug("extracting %s failed", path, exc_info=True)
-            summary.error = f"{type(exc).__name__}: {exc}"
-        return summary
+        return summarize(path, self.root_for(path) or os.path.dirname(path), data, mtime_ns, size)
 
     def remove_file(self, path: str) -> bool:
         path = os.path.abspath(path)
@@ -437,7 +542,7 @@ class WorkspaceIndex:
         """Every definition of ``name`` in the workspace (module level first)."""
         with self._lock:
             paths = sorted(self._defs.get(name, ()))
-            out = []
+            out: list[tuple[FileSummary, Symbol]] = []
             for p in paths:
                 summary = self.files.get(p)
                 if summary is not None:
@@ -513,8 +618,9 @@ class WorkspaceIndex:
                 # `import a.b` binds `a`; code then reaches the target as `a.b.name`.
                 top = imp.module.split(".")[0]
                 explicit = imp.alias and not ("." in imp.module and imp.alias == top)
-                out.append(Binding(local=imp.alias if explicit else imp.module, kind="module", paths=(target,),
-                                   line=imp.line))
+                out.append(
+                    Binding(local=imp.alias if explicit else imp.module, kind="module", paths=(target,), line=imp.line)
+                )
                 if not explicit and top != imp.module:
                     top_file = self.python_module(top, near=path)
                     if top_file is not None:
@@ -551,8 +657,15 @@ class WorkspaceIndex:
         if imp.alias:
             out.append(Binding(local=imp.alias, kind="module", paths=(target,), line=imp.line))
         for name, local in imp.names:
-            out.append(Binding(local=local, kind="symbol", paths=(target,), name=name if name != "default" else local,
-                               line=imp.line))
+            out.append(
+                Binding(
+                    local=local,
+                    kind="symbol",
+                    paths=(target,),
+                    name=name if name != "default" else local,
+                    line=imp.line,
+                )
+            )
         return out
 
     def _resolve_go(self, imp: Import) -> list[Binding]:
@@ -560,7 +673,11 @@ class WorkspaceIndex:
         directory = None
         for mod_path, mod_dir in self._go_modules.items():
             if module == mod_path or module.startswith(mod_path + "/"):
-                directory = os.path.join(mod_dir, *module[len(mod_path) :].strip("/").split("/")) if module != mod_path else mod_dir
+                directory = (
+                    os.path.join(mod_dir, *module[len(mod_path) :].strip("/").split("/"))
+                    if module != mod_path
+                    else mod_dir
+                )
                 break
         if directory is None:
             parts = module.split("/")
@@ -672,7 +789,11 @@ class WorkspaceIndex:
         candidates = [os.path.normpath(os.path.join(os.path.dirname(path), spec))]
         root = self.root_for(path)
         if root:
-            candidates += [os.path.join(root, spec), os.path.join(root, "include", spec), os.path.join(root, "src", spec)]
+            candidates += [
+                os.path.join(root, spec),
+                os.path.join(root, "include", spec),
+                os.path.join(root, "src", spec),
+            ]
         target = next((c for c in candidates if c in self.files), None)
         if target is None:
             tail = os.sep + spec.replace("/", os.sep)

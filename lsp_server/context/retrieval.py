@@ -29,11 +29,12 @@ import os
 import re
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from lsp_server.context.index import Binding, WorkspaceIndex, language_of
-from lsp_server.context.parser import SnapshotTrees
+from lsp_server.context.index import WorkspaceIndex, language_of
+from lsp_server.context.parser import SnapshotTrees, text_edit
 from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
 from lsp_server.engine.templates import ContextChunk
 
@@ -54,7 +55,10 @@ SNIPPET_STEP = 4
 SNIPPET_QUERY_LINES = 6
 MAX_SNIPPETS = 2
 MIN_JACCARD = 0.25
-SNIPPET_WEIGHT = float(os.environ.get("QW_SNIP", "3.0"))
+# Tuned on the dev set (repo_line): usage examples that can be copied beat signatures for a
+# small model, so a close snippet outranks everything; the file's workspace imports next.
+SNIPPET_WEIGHT = 10.0
+IMPORTS_WEIGHT = 2.5
 MAX_GLOBAL_DEFS = 3  # a name defined in more files than this is too ambiguous to show
 STICKY_BONUS = 1.0
 
@@ -85,6 +89,8 @@ class _Session:
     chunks: dict[tuple[object, ...], ContextChunk] = field(default_factory=dict)
     chars_per_token: float = 0.0
     requests: int = 0
+    counts: Counter[str] | None = None
+    counts_len: int = 0
 
 
 @dataclass
@@ -102,6 +108,29 @@ def uri_to_path(uri: str) -> str:
     if parsed.scheme not in ("file", ""):
         return uri
     return unquote(parsed.path)
+
+
+_IMPORT_LINE = re.compile(r"\s*(import|from|#\s*include|use|using|package|mod)\b")
+
+
+def _one_line_edit(old: str, new: str, start: int, old_end: int, new_end: int) -> bool:
+    """An edit within one line that is not an import line (imports are what resolution
+    needs; a declaration being typed on this line is visible in the prompt anyway)."""
+    if "\n" in old[start:old_end] or "\n" in new[start:new_end]:
+        return False
+    line_start = new.rfind("\n", 0, start) + 1
+    old_line_end = old.find("\n", start)
+    new_line_end = new.find("\n", start)
+    old_line = old[line_start : old_line_end if old_line_end != -1 else len(old)]
+    new_line = new[line_start : new_line_end if new_line_end != -1 else len(new)]
+    return not (_IMPORT_LINE.match(old_line) or _IMPORT_LINE.match(new_line))
+
+
+def _shift_symbol(sym: Symbol, first: int, delta: int) -> Symbol:
+    """``sym`` after ``delta`` lines were inserted (or removed) at line ``first``."""
+    line = sym.line + delta if sym.line > first else sym.line
+    end = sym.end_line + delta if sym.end_line >= first else sym.end_line
+    return sym if (line, end) == (sym.line, sym.end_line) else replace(sym, line=line, end_line=end)
 
 
 def _near_weights(before: str, after: str) -> dict[str, float]:
@@ -205,9 +234,7 @@ def render_symbol(summary: FileSummary, sym: Symbol, near: dict[str, float] | No
         if sym.kind == "class":
             head = _python_stub(sym)
             members = _pick_members(summary, sym, near)
-            body = [
-                "    " + _one_line_stub(m, language) for m in members
-            ]
+            body = ["    " + _one_line_stub(m, language) for m in members]
             return "\n".join([head, *body]) if body or sym.doc else head + "\n    ..."
         if sym.container:
             owner = [s for s in summary.named(sym.container.rsplit(".", 1)[-1]) if s.kind == "class"]
@@ -245,6 +272,22 @@ def _pick_members(summary: FileSummary, cls: Symbol, near: dict[str, float]) -> 
     return picked
 
 
+def _line_offset(text: str, line: int) -> int:
+    """Offset of the start of ``line`` (0-based) in ``text``."""
+    pos = 0
+    for _ in range(line):
+        nxt = text.find("\n", pos)
+        if nxt == -1:
+            return len(text)
+        pos = nxt + 1
+    return pos
+
+
+def _identifier_set(text: str) -> frozenset[str]:
+    """The distinctive identifiers of some code (keywords and very common names left out)."""
+    return frozenset(w for w in _IDENT.findall(text) if len(w) > 2 and w not in _STOPWORDS)
+
+
 class _Windows:
     """Identifier sets of overlapping line windows of one file, for Jaccard similarity."""
 
@@ -255,9 +298,7 @@ class _Windows:
         self.lines = text.split("\n")
         self.windows: list[tuple[int, frozenset[str]]] = []
         for start in range(0, max(1, len(self.lines) - SNIPPET_LINES + 1), SNIPPET_STEP):
-            idents = frozenset(
-                w for w in _IDENT.findall("\n".join(self.lines[start : start + SNIPPET_LINES])) if len(w) > 2
-            )
+            idents = _identifier_set("\n".join(self.lines[start : start + SNIPPET_LINES]))
             if len(idents) >= 4:
                 self.windows.append((start, idents))
 
@@ -275,8 +316,9 @@ class Retriever:
         self._trees = SnapshotTrees()
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._token_counts: OrderedDict[str, int] = OrderedDict()
+        self._rendered: OrderedDict[tuple[object, ...], str] = OrderedDict()
         self._windows: dict[str, _Windows] = {}  # uri (or "self:" + uri) -> windows
-        self._live: OrderedDict[str, tuple[int, int, tuple[Symbol, ...], tuple[Import, ...]]] = OrderedDict()
+        self._live: OrderedDict[str, tuple[str, tuple[Symbol, ...], tuple[Import, ...]]] = OrderedDict()
         self.stats = RetrievalStats()
         self.last_candidates: list[Candidate] = []
         self.enabled = True
@@ -292,6 +334,15 @@ class Retriever:
         else:
             self._token_counts.move_to_end(text)
         return n
+
+    def _render(self, summary: FileSummary, sym: Symbol) -> str:
+        key = (summary.path, summary.mtime_ns, sym.line, sym.name)
+        text = self._rendered.get(key)
+        if text is None:
+            text = self._rendered[key] = render_symbol(summary, sym)
+            if len(self._rendered) > 8192:
+                self._rendered.popitem(last=False)
+        return text
 
     def _session(self, uri: str) -> _Session:
         session = self._sessions.get(uri)
@@ -310,21 +361,40 @@ class Retriever:
     def _rel(self, path: str) -> str:
         return self.index.relative(path)
 
-    def _live_summary(self, uri: str, text: str, language: str) -> tuple[tuple[Symbol, ...], tuple[Import, ...], Any]:
-        """Symbols and imports of the live document (incremental parse, cached per text)."""
+    def _live_summary(self, uri: str, text: str, language: str) -> tuple[tuple[Symbol, ...], tuple[Import, ...]]:
+        """Symbols and imports of the live document.
+
+        Typing inside a function body changes no declaration: the previous result is kept
+        (line numbers shifted when lines were added or removed) and nothing is parsed.
+        Otherwise the snapshot is re-parsed incrementally and its declaration level read.
+        """
+        cached = self._live.get(uri)
+        if cached is not None:
+            old_text, syms, imps = cached
+            if old_text == text:
+                return syms, imps
+            start, old_end, new_end = text_edit(old_text, text)
+            first = old_text.count("\n", 0, start)
+            last = first + old_text.count("\n", start, old_end)
+            in_body = any(s.kind in ("function", "method") and s.line < first and last <= s.end_line for s in syms)
+            if in_body or _one_line_edit(old_text, text, start, old_end, new_end):
+                delta = text.count("\n", start, new_end) - (last - first)
+                if delta:
+                    syms = tuple(_shift_symbol(s, first, delta) for s in syms)
+                    imps = tuple(replace(i, line=i.line + delta) if i.line > first else i for i in imps)
+                self._live[uri] = (text, syms, imps)
+                self._live.move_to_end(uri)
+                return syms, imps
         tree = self._trees.tree(uri, text, language)
         if tree is None:
-            return (), (), None
-        key = (len(text), hash(text))
-        cached = self._live.get(uri)
-        if cached is not None and (cached[0], cached[1]) == key:
-            return cached[2], cached[3], tree
+            return (), ()
         data = text.encode("utf-8", "surrogatepass")
         syms, imps, _ = extract(data, tree, language)
-        self._live[uri] = (key[0], key[1], syms, imps)
+        self._live[uri] = (text, syms, imps)
+        self._live.move_to_end(uri)
         while len(self._live) > 16:
             self._live.popitem(last=False)
-        return syms, imps, tree
+        return syms, imps
 
     # --------------------------------------------------------------- retrieve
     def retrieve(self, request: Any, token_budget: int, count_tokens: Callable[[str], int]) -> list[ContextChunk]:
@@ -363,11 +433,15 @@ class Retriever:
 
         syms: tuple[Symbol, ...] = ()
         imports: tuple[Import, ...] = ()
-        tree = None
         if language:
-            syms, imports, tree = self._live_summary(uri, text, language)
+            syms, imports = self._live_summary(uri, text, language)
         bindings = self.index.resolve(path, language, imports) if imports else ()
-        counts = Counter(_IDENT.findall(text[:cut])) + Counter(_IDENT.findall(after))
+        # How often each name occurs in the file: a prior for imported names.  Recounted only
+        # when the file has grown or shrunk noticeably, so it holds still while typing.
+        if session.counts is None or abs(len(text) - session.counts_len) > 512:
+            session.counts = Counter(_IDENT.findall(text[:cut])) + Counter(_IDENT.findall(text[offset:]))
+            session.counts_len = len(text)
+        counts = session.counts
 
         candidates: list[Candidate] = []
         rel_self = self._rel(path)
@@ -381,8 +455,13 @@ class Retriever:
                 return
             seen_defs.add(ident)
             candidates.append(
-                Candidate(key=("def", summary.path, sym.line, sym.name), path=summary.rel,
-                          text=render_symbol(summary, sym), score=score, kind=kind)
+                Candidate(
+                    key=("def", summary.path, sym.line, sym.name),
+                    path=summary.rel,
+                    text=self._render(summary, sym),
+                    score=score,
+                    kind=kind,
+                )
             )
 
         # 1. Imported names and modules.
@@ -413,21 +492,26 @@ class Retriever:
                     outline = self._module_outline(b.paths, near)
                     if outline is not None:
                         summary, body = outline
-                        candidates.append(Candidate(
-                            key=("outline", summary.path), path=summary.rel, text=body,
-                            score=0.6 + 1.0 * near.get(b.local, 0.0) + 0.1 * min(3.0, math.log1p(uses)),
-                            kind="definition"))
+                        candidates.append(
+                            Candidate(
+                                key=("outline", summary.path),
+                                path=summary.rel,
+                                text=body,
+                                score=0.6 + 1.0 * near.get(b.local, 0.0) + 0.1 * min(3.0, math.log1p(uses)),
+                                kind="definition",
+                            )
+                        )
             elif b.kind == "wildcard":
                 for name, w in near.items():
                     if "." in name or name in local_names or name in _STOPWORDS:
                         continue
                     for target in b.paths:
-                        summary = self.index.summary(target)
-                        if summary is None:
+                        found = self.index.summary(target)
+                        if found is None:
                             continue
-                        for sym in summary.named(name)[:1]:
+                        for sym in found.named(name)[:1]:
                             if not sym.container:
-                                add_definition(summary, sym, 0.8 + 2.0 * w)
+                                add_definition(found, sym, 0.8 + 2.0 * w)
 
         # 2. Names near the cursor defined elsewhere in the workspace (not imported here).
         root = self.index.root_for(path)
@@ -448,12 +532,14 @@ class Retriever:
         if window_start > 0:
             resolved_lines = {b.line for b in bindings}
             candidates.extend(
-                self._far_in_file(text, rel_self, tree, imports, syms, window_start_line, cut, near, resolved_lines)
+                self._far_in_file(text, rel_self, imports, syms, window_start_line, cut, near, resolved_lines)
             )
 
         # 4. Similar windows of recently opened/edited files.
         line_end = text.find("\n", offset)
-        candidates.extend(self._similar_snippets(uri, text, before, window_start, len(text) if line_end == -1 else line_end))
+        candidates.extend(
+            self._similar_snippets(uri, text, before, window_start, len(text) if line_end == -1 else line_end)
+        )
 
         self.stats.last_candidates = len(candidates)
         self.last_candidates = candidates  # for inspection (status, tuning)
@@ -477,8 +563,15 @@ class Retriever:
         return None
 
     def _far_in_file(
-        self, text: str, rel_self: str, tree: Any, imports: Sequence[Import], syms: Sequence[Symbol],
-        window_start_line: int, cut: int, near: dict[str, float], resolved: set[int],
+        self,
+        text: str,
+        rel_self: str,
+        imports: Sequence[Import],
+        syms: Sequence[Symbol],
+        window_start_line: int,
+        cut: int,
+        near: dict[str, float],
+        resolved: set[int],
     ) -> list[Candidate]:
         out: list[Candidate] = []
         lines = text.split("\n") if syms else []
@@ -488,15 +581,30 @@ class Retriever:
         if far_imports:
             internal, external = _import_lines(far_imports, resolved)
             if internal:
-                out.append(Candidate(key=("imports", rel_self), path=rel_self, text="\n".join(internal),
-                                     score=2.5, kind="import"))
+                out.append(
+                    Candidate(
+                        key=("imports", rel_self),
+                        path=rel_self,
+                        text="\n".join(internal),
+                        score=IMPORTS_WEIGHT,
+                        kind="import",
+                    )
+                )
             if external:
-                out.append(Candidate(key=("imports-ext", rel_self), path=rel_self, text="\n".join(external),
-                                     score=0.9, kind="import"))
+                out.append(
+                    Candidate(
+                        key=("imports-ext", rel_self), path=rel_self, text="\n".join(external), score=0.9, kind="import"
+                    )
+                )
         # Enclosing class/def headers whose lines are out of the window.
         cursor_line = text.count("\n", 0, cut)
-        scope = [s for s in syms if s.line < window_start_line and s.line <= cursor_line <= s.end_line
-                 and s.kind in ("class", "function", "method", "interface", "impl", "module")]
+        scope = [
+            s
+            for s in syms
+            if s.line < window_start_line
+            and s.line <= cursor_line <= s.end_line
+            and s.kind in ("class", "function", "method", "interface", "impl", "module")
+        ]
         if scope:
             scope.sort(key=lambda s: s.line)
             header_lines = []
@@ -504,8 +612,15 @@ class Retriever:
                 src_line = lines[s.line] if s.line < len(lines) else ""
                 indent = src_line[: len(src_line) - len(src_line.lstrip())]
                 header_lines.append(indent + s.signature.split("\n")[-1])
-            out.append(Candidate(key=("scope", rel_self, tuple(s.line for s in scope)), path=rel_self,
-                                 text="\n".join(header_lines), score=2.0, kind="scope"))
+            out.append(
+                Candidate(
+                    key=("scope", rel_self, tuple(s.line for s in scope)),
+                    path=rel_self,
+                    text="\n".join(header_lines),
+                    score=2.0,
+                    kind="scope",
+                )
+            )
         # Definitions of this file used near the cursor but defined out of the window.
         for s in syms:
             if s.line >= window_start_line or s.kind not in ("function", "method", "class", "constant"):
@@ -514,8 +629,15 @@ class Retriever:
             if w <= 0 or s in scope or len(s.name) < 3 or s.name in _STOPWORDS:
                 continue
             body = "\n".join(s.signature.split("\n")) + (" ..." if s.kind in ("function", "method") else "")
-            out.append(Candidate(key=("self", rel_self, s.line, s.name), path=rel_self, text=body,
-                                 score=0.8 + 2.0 * w, kind="definition"))
+            out.append(
+                Candidate(
+                    key=("self", rel_self, s.line, s.name),
+                    path=rel_self,
+                    text=body,
+                    score=0.8 + 2.0 * w,
+                    kind="definition",
+                )
+            )
         return out
 
     def _similar_snippets(
@@ -524,15 +646,17 @@ class Retriever:
         """Windows most like the lines before the cursor (Jaccard over identifier sets):
         from recently opened/edited files, and from the parts of this file the prompt
         will not show (far above the prefix window, or below the cursor)."""
-        query = frozenset(w for w in _IDENT.findall("\n".join(before.split("\n")[-SNIPPET_QUERY_LINES:])) if len(w) > 2)
+        query = _identifier_set("\n".join(before.split("\n")[-SNIPPET_QUERY_LINES:]))
         if len(query) < 3:
             return []
         sources: list[tuple[str, _Windows, bool]] = []
-        # This file: keyed on the text outside the visible region, so typing at the
-        # cursor never rebuilds (or moves) these windows.
-        first_visible = text.count("\n", 0, window_start)
+        # This file: keyed on the text outside the visible region (the window's first line
+        # rounded down to a multiple of 16, as the prompt builder's grid), so typing at the
+        # cursor neither rebuilds nor moves these windows.
+        first_visible = text.count("\n", 0, window_start) // 16 * 16
         last_visible = text.count("\n", 0, visible_end)
-        outside = (first_visible, last_visible, len(text), hash(text[:window_start]), hash(text[visible_end:]))
+        head_end = _line_offset(text, first_visible)
+        outside = (first_visible, hash(text[:head_end]), hash(text[visible_end:]))
         own = self._windows.get("self:" + uri)
         if own is None or own.key != outside:
             own = self._windows["self:" + uri] = _Windows(outside, text)
@@ -571,21 +695,35 @@ class Retriever:
             used.append((source_uri, start))
             body = "\n".join(win.lines[start : start + SNIPPET_LINES]).strip("\n")
             rel = self._rel(os.path.abspath(uri_to_path(source_uri)))
-            out.append(Candidate(key=("snippet", source_uri, start, body), path=rel, text=body, score=SNIPPET_WEIGHT * sim,
-                                 kind="snippet"))
+            out.append(
+                Candidate(
+                    key=("snippet", source_uri, start, body),
+                    path=rel,
+                    text=body,
+                    score=SNIPPET_WEIGHT * sim,
+                    kind="snippet",
+                )
+            )
             if len(out) >= MAX_SNIPPETS:
                 break
         return out
 
     # --------------------------------------------------------------- selection
     def _select(
-        self, session: _Session, candidates: list[Candidate], token_budget: int,
-        count_tokens: Callable[[str], int], request: Any,
+        self,
+        session: _Session,
+        candidates: list[Candidate],
+        token_budget: int,
+        count_tokens: Callable[[str], int],
+        request: Any,
     ) -> list[ContextChunk]:
         # Reserve what the template adds around the chunks: the current file's own header
         # line and a repo-name line (repo-level formats).
-        reserve = self._count(f"# {request.path or 'file'}\n", count_tokens) + self._count(
-            f"{request.repo_name or 'workspace'}\n", count_tokens) + 2
+        reserve = (
+            self._count(f"# {request.path or 'file'}\n", count_tokens)
+            + self._count(f"{request.repo_name or 'workspace'}\n", count_tokens)
+            + 2
+        )
         budget = token_budget - reserve
         if budget <= 0 or not candidates:
             session.keys, session.chunks = [], {}
@@ -644,7 +782,9 @@ def _import_lines(imports: Sequence[Import], resolved: set[int]) -> tuple[list[s
             names = ["*"] if imp.wildcard else [n if n == a else f"{n} as {a}" for n, a in imp.names]
             merged[key].extend(n for n in names if n not in merged[key])
         else:
-            line = f"import {imp.module}" + (f" as {imp.alias}" if imp.alias and imp.alias != imp.module.split(".")[0] else "")
+            line = f"import {imp.module}" + (
+                f" as {imp.alias}" if imp.alias and imp.alias != imp.module.split(".")[0] else ""
+            )
             (internal if inside else external).append(line)
     for (module, level), inside in order:
         line = f"from {'.' * level}{module} import {', '.join(merged[(module, level)])}"
@@ -653,7 +793,8 @@ def _import_lines(imports: Sequence[Import], resolved: set[int]) -> tuple[list[s
 
 
 def _group_new(
-    new: list[tuple[object, ...]], chosen: dict[tuple[object, ...], tuple[Candidate, int]],
+    new: list[tuple[object, ...]],
+    chosen: dict[tuple[object, ...], tuple[Candidate, int]],
     kept: list[tuple[object, ...]],
 ) -> list[tuple[object, ...]]:
     """Order new chunks by their file's best score (ascending), chunks of one file together,

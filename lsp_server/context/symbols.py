@@ -13,8 +13,9 @@ imports); the other languages share one reader driven by a table of node types.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 MAX_SIGNATURE_CHARS = 360
 MAX_VALUE_CHARS = 120
@@ -161,7 +162,9 @@ def _py_import(src: _Source, node: Any, out: list[Import]) -> None:
                 name_node = child.child_by_field_name("name")
                 alias_node = child.child_by_field_name("alias")
                 if name_node is not None:
-                    out.append(Import(module=src.text(name_node), alias=src.text(alias_node) if alias_node else "", line=line))
+                    out.append(
+                        Import(module=src.text(name_node), alias=src.text(alias_node) if alias_node else "", line=line)
+                    )
         return
     # import_from_statement
     module_node = node.child_by_field_name("module_name")
@@ -263,8 +266,16 @@ def _py_walk(src: _Source, node: Any, container: str, syms: list[Symbol], imps: 
                 k = "field"
             else:
                 k = "constant" if name.lstrip("_").isupper() else "variable"
-            syms.append(Symbol(name=name, kind=k, signature=sig, line=child.start_point[0], container=container,
-                               end_line=child.end_point[0]))
+            syms.append(
+                Symbol(
+                    name=name,
+                    kind=k,
+                    signature=sig,
+                    line=child.start_point[0],
+                    container=container,
+                    end_line=child.end_point[0],
+                )
+            )
         elif kind in ("import_statement", "import_from_statement"):
             _py_import(src, child, imps)
         elif top and kind in ("if_statement", "try_statement", "with_statement"):
@@ -275,7 +286,13 @@ def _py_walk(src: _Source, node: Any, container: str, syms: list[Symbol], imps: 
             for part in child.named_children:
                 if part.type == "block":
                     _py_walk(src, part, container, syms, imps, True)
-                elif part.type in ("else_clause", "elif_clause", "except_clause", "finally_clause", "except_group_clause"):
+                elif part.type in (
+                    "else_clause",
+                    "elif_clause",
+                    "except_clause",
+                    "finally_clause",
+                    "except_group_clause",
+                ):
                     for block in part.named_children:
                         if block.type == "block":
                             _py_walk(src, block, container, syms, imps, True)
@@ -465,7 +482,9 @@ _JS_DEFS = {
 _JS = LanguageSpec(
     defs=_JS_DEFS,
     containers=frozenset({"class_declaration", "abstract_class_declaration"}),
-    transparent=frozenset({"export_statement", "class_body", "ambient_declaration", "internal_module", "statement_block"}),
+    transparent=frozenset(
+        {"export_statement", "class_body", "ambient_declaration", "internal_module", "statement_block"}
+    ),
     whole=frozenset({"interface_declaration", "type_alias_declaration", "enum_declaration"}),
     imports=_js_import,
 )
@@ -530,8 +549,9 @@ _C_DEFS = {
 }
 _C = LanguageSpec(
     defs=_C_DEFS,
-    transparent=frozenset({"preproc_ifdef", "preproc_if", "preproc_else", "preproc_elif", "linkage_specification",
-                           "declaration_list"}),
+    transparent=frozenset(
+        {"preproc_ifdef", "preproc_if", "preproc_else", "preproc_elif", "linkage_specification", "declaration_list"}
+    ),
     whole=frozenset({"struct_specifier", "union_specifier", "enum_specifier", "type_definition"}),
     imports=_c_import,
 )
@@ -561,10 +581,21 @@ SPECS: dict[str, LanguageSpec] = {
 }
 
 _GO_KEYWORD = {"type_spec": "type ", "type_alias": "type ", "const_spec": "const ", "var_spec": "var "}
-_BODY_TYPES = frozenset({
-    "statement_block", "block", "compound_statement", "class_body", "interface_body", "enum_body",
-    "field_declaration_list", "declaration_list", "enumerator_list", "enum_variant_list", "constructor_body",
-})
+_BODY_TYPES = frozenset(
+    {
+        "statement_block",
+        "block",
+        "compound_statement",
+        "class_body",
+        "interface_body",
+        "enum_body",
+        "field_declaration_list",
+        "declaration_list",
+        "enumerator_list",
+        "enum_variant_list",
+        "constructor_body",
+    }
+)
 
 
 def _declarator_name(node: Any, src: _Source) -> tuple[str, str] | None:
@@ -647,8 +678,15 @@ def _leading_comment(node: Any, src: _Source) -> str:
 
 
 def _generic_walk(
-    src: _Source, node: Any, spec: LanguageSpec, language: str, container: str,
-    syms: list[Symbol], imps: list[Import], depth: int, in_namespace: bool = False,
+    src: _Source,
+    node: Any,
+    spec: LanguageSpec,
+    language: str,
+    container: str,
+    syms: list[Symbol],
+    imps: list[Import],
+    depth: int,
+    in_namespace: bool = False,
 ) -> None:
     if depth > 8:
         return
@@ -707,13 +745,30 @@ def _generic_walk(
             sym_kind = "method"
         if kind != "impl_item":
             for name in names:
-                syms.append(Symbol(name=name, kind=sym_kind,
-                                   signature=sig, doc=doc, line=child.start_point[0], container=cont,
-                                   end_line=child.end_point[0]))
+                syms.append(
+                    Symbol(
+                        name=name,
+                        kind=sym_kind,
+                        signature=sig,
+                        doc=doc,
+                        line=child.start_point[0],
+                        container=cont,
+                        end_line=child.end_point[0],
+                    )
+                )
         if kind in spec.containers and body is not None:
             inner = names[0] if kind != "impl_item" else names[0].split("<", 1)[0]
-            _generic_walk(src, body, spec, language, f"{cont}.{inner}" if cont else inner, syms, imps, depth + 1,
-                          kind in ("namespace_definition", "mod_item"))
+            _generic_walk(
+                src,
+                body,
+                spec,
+                language,
+                f"{cont}.{inner}" if cont else inner,
+                syms,
+                imps,
+                depth + 1,
+                kind in ("namespace_definition", "mod_item"),
+            )
 
 
 def _package_of(src: _Source, root: Any, language: str) -> str:

@@ -15,7 +15,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from lsp_server.context.index import WorkspaceIndex
 

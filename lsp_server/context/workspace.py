@@ -13,7 +13,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from lsp_server.context.documents import Document, DocumentStore
 from lsp_server.context.index import ProgressCallback, WorkspaceIndex
@@ -77,7 +78,9 @@ class WorkspaceContext:
         return list(self.index.roots)
 
     def build(
-        self, roots: Sequence[str] | None = None, progress: ProgressCallback | None = None,
+        self,
+        roots: Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
         first: Sequence[str] = (),
     ) -> int:
         """Index ``roots`` (all by default), blocking; safe to call from any thread."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 SegmentKind = Literal["control", "text"]
 
@@ -50,9 +50,37 @@ class ContextChunk:
 _HASH = ("#", "")
 _COMMENTS: dict[str, tuple[str, str]] = {
     **dict.fromkeys(
-        (".py", ".pyi", ".pyx", ".rb", ".sh", ".bash", ".zsh", ".fish", ".pl", ".pm", ".r", ".jl", ".ex",
-         ".exs", ".nim", ".cmake", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".mk", ".ps1", ".tcl", ".coffee",
-         ".cr", ".gd", ".txt", ""),
+        (
+            ".py",
+            ".pyi",
+            ".pyx",
+            ".rb",
+            ".sh",
+            ".bash",
+            ".zsh",
+            ".fish",
+            ".pl",
+            ".pm",
+            ".r",
+            ".jl",
+            ".ex",
+            ".exs",
+            ".nim",
+            ".cmake",
+            ".toml",
+            ".yaml",
+            ".yml",
+            ".cfg",
+            ".ini",
+            ".mk",
+            ".ps1",
+            ".tcl",
+            ".coffee",
+            ".cr",
+            ".gd",
+            ".txt",
+            "",
+        ),
         _HASH,
     ),
     **dict.fromkeys((".lua", ".sql", ".hs", ".elm", ".ada", ".adb", ".ads", ".vhd", ".vhdl"), ("--", "")),
@@ -194,7 +222,7 @@ class PromptTemplate:
         CodeLlama GGUF files store ``▁<PRE>`` where the paper writes ``<PRE>``; a control
         token only parses as one when its exact vocabulary text is used.
         """
-        changes: dict[str, str] = {}
+        changes: dict[str, Any] = {}
         for attr, vocab in (("fim_prefix", prefix), ("fim_suffix", suffix), ("fim_middle", middle)):
             ours = getattr(self, attr)
             if ours and vocab and vocab != ours and _bare(vocab) == _bare(ours):
@@ -313,7 +341,9 @@ def get_template(name: str) -> PromptTemplate:
         raise KeyError(f"unknown prompt template {name!r}; known: {', '.join(sorted(TEMPLATES))}") from None
 
 
-def template_from_fim_tokens(prefix: str | None, suffix: str | None, middle: str | None, eot: tuple[str, ...]) -> PromptTemplate:
+def template_from_fim_tokens(
+    prefix: str | None, suffix: str | None, middle: str | None, eot: tuple[str, ...]
+) -> PromptTemplate:
     """A template for a .gguf without a manifest, from the FIM tokens in its vocabulary."""
     if not (prefix and suffix and middle):
         return TEMPLATES["plain"]
@@ -321,9 +351,14 @@ def template_from_fim_tokens(prefix: str | None, suffix: str | None, middle: str
         if (tpl.fim_prefix, tpl.fim_suffix, tpl.fim_middle) == (prefix, suffix, middle):
             return tpl
     for tpl in TEMPLATES.values():
-        if tpl.fim_prefix and tpl.fim_suffix and tpl.fim_middle and (
-            (_bare(tpl.fim_prefix), _bare(tpl.fim_suffix), _bare(tpl.fim_middle))
-            == (_bare(prefix), _bare(suffix), _bare(middle))
+        if (
+            tpl.fim_prefix
+            and tpl.fim_suffix
+            and tpl.fim_middle
+            and (
+                (_bare(tpl.fim_prefix), _bare(tpl.fim_suffix), _bare(tpl.fim_middle))
+                == (_bare(prefix), _bare(suffix), _bare(middle))
+            )
         ):
             return tpl.with_control_tokens(prefix, suffix, middle)
     return PromptTemplate(name="gguf-fim", fim_prefix=prefix, fim_suffix=suffix, fim_middle=middle, stop=eot)

@@ -457,7 +457,9 @@ class CodeActions:
                 stale.unlink(missing_ok=True)
         except OSError:
             logger.debug("pruning old explanations failed", exc_info=True)
-        return file.resolve().as_uri()
+        # Not resolve(): the thin clients recognise the file by the cache directory as they
+        # compute it, which a symlink (e.g. ~/.cache) must not hide.
+        return file.absolute().as_uri()
 
     # ---------------------------------------------------------------- rewrite
     async def rewrite(

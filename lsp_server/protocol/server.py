@@ -16,8 +16,10 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import __version__
 from lsp_server.config import Settings, parse_settings
@@ -59,8 +61,27 @@ class Notifier:
             logger.debug("could not send showMessage", exc_info=True)
 
 
+class QuillProtocol(LanguageServerProtocol):
+    """Answers a request whose params do not fit its method with an error.
+
+    pygls drops such a message after logging it, so the client would wait forever for
+    the response; here the client gets InvalidParams at once.
+    """
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                logger.warning("invalid %s request: %s", data.get("method"), exc)
+                self._send_response(data["id"], error=exc.to_response_error())
+                return JsonRPCNotification(method="$/quill/invalidMessage", jsonrpc="2.0", params=None)
+            raise
+
+
 class QuillServer(LanguageServer):
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("protocol_cls", QuillProtocol)
         super().__init__(
             name="quill-lsp",
             version=__version__,

@@ -114,7 +114,9 @@ class WorkspaceFeature:
                 await ls.work_done_progress.create_async(token)
                 ls.work_done_progress.begin(
                     token,
-                    types.WorkDoneProgressBegin(title="Quill", message=f"indexing {names}", percentage=0, cancellable=False),
+                    types.WorkDoneProgressBegin(
+                        title="Quill", message=f"indexing {names}", percentage=0, cancellable=False
+                    ),
                 )
             except Exception:
                 logger.debug("client refused progress", exc_info=True)
@@ -136,7 +138,9 @@ class WorkspaceFeature:
         try:
             await loop.run_in_executor(None, lambda: context.build(roots, progress, open_paths))
             status = context.status()
-            message = f"indexed {status['files']} files ({status['symbols']} symbols) in {time.perf_counter() - t0:.1f} s"
+            message = (
+                f"indexed {status['files']} files ({status['symbols']} symbols) in {time.perf_counter() - t0:.1f} s"
+            )
             logger.info("%s", message)
         except asyncio.CancelledError:
             message = "indexing cancelled"
@@ -174,13 +178,15 @@ class WorkspaceFeature:
         ]
         try:
             await ls.client_register_capability_async(
-                types.RegistrationParams(registrations=[
-                    types.Registration(
-                        id=f"quill-watched-files-{uuid.uuid4()}",
-                        method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
-                        register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=watchers),
-                    )
-                ])
+                types.RegistrationParams(
+                    registrations=[
+                        types.Registration(
+                            id=f"quill-watched-files-{uuid.uuid4()}",
+                            method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                            register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=watchers),
+                        )
+                    ]
+                )
             )
             self._registered_watch = True
         except Exception:

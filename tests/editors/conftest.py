@@ -1,7 +1,8 @@
 """Shared bits of the real-editor tests (Neovim headless, VS Code in code-server).
 
-They start real editors and the real server with the real default model, so they are
-opt-in: `make test-editors` (or QUILL_EDITOR_TESTS=1) runs them; a plain `pytest` skips.
+The real-editor tests (marked `model`) start real editors and the real server with the
+real default model, so they are opt-in: `make test-editors` (or QUILL_EDITOR_TESTS=1) runs
+them; a plain `pytest` skips them.  The fast checks here (settings in step) always run.
 """
 
 from __future__ import annotations
@@ -62,5 +63,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="real-editor test: run with `make test-editors` (QUILL_EDITOR_TESTS=1)")
     here = Path(__file__).parent
     for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
+        if Path(str(item.fspath)).is_relative_to(here) and item.get_closest_marker("model"):
             item.add_marker(skip)

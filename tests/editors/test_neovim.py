@@ -38,12 +38,28 @@ def test_neovim_plugin_end_to_end(tmp_path: Path) -> None:
     result_file = tmp_path / "result.json"
     env = isolated_env(tmp_path)
     server_log = tmp_path / "server.log"
-    env.update(QUILL_TEST_FILE=str(sample), QUILL_TEST_RESULT=str(result_file), QUILL_LSP=server,
-               QUILL_LOG_FILE=str(server_log))
+    env.update(
+        QUILL_TEST_FILE=str(sample),
+        QUILL_TEST_RESULT=str(result_file),
+        QUILL_LSP=server,
+        QUILL_LOG_FILE=str(server_log),
+    )
     proc = subprocess.run(
-        [nvim, "--headless", "-u", str(REPO / "tests/editors/nvim/minimal_init.lua"), "-i", "NONE",
-         "-c", f"luafile {REPO / 'tests/editors/nvim/quill_spec.lua'}"],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=900,
+        [
+            nvim,
+            "--headless",
+            "-u",
+            str(REPO / "tests/editors/nvim/minimal_init.lua"),
+            "-i",
+            "NONE",
+            "-c",
+            f"luafile {REPO / 'tests/editors/nvim/quill_spec.lua'}",
+        ],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     print(proc.stderr)
     assert result_file.exists(), f"nvim exited {proc.returncode} without a result:\n{proc.stdout}\n{proc.stderr}"
@@ -53,9 +69,11 @@ def test_neovim_plugin_end_to_end(tmp_path: Path) -> None:
     if server_log.exists():
         shutil.copy(server_log, ARTIFACTS / "neovim-server.log")
     timings = result.get("timings", {})
-    print(f"{version}: model ready in {timings.get('model_ready_ms')} ms; "
-          f"keystroke -> ghost text {timings.get('keystroke_to_ghost_ms', 0):.0f} ms; "
-          f"ghost text {result.get('ghost_text')!r}")
+    print(
+        f"{version}: model ready in {timings.get('model_ready_ms')} ms; "
+        f"keystroke -> ghost text {timings.get('keystroke_to_ghost_ms', 0):.0f} ms; "
+        f"ghost text {result.get('ghost_text')!r}"
+    )
     failed = [s for s in result["steps"] if not s["ok"]]
     assert not result.get("error"), result["error"]
     assert not failed and result.get("ok") and proc.returncode == 0, json.dumps(failed or result, indent=2)

@@ -424,7 +424,7 @@ async def test_explain_delivers_markdown(vscode: Session) -> None:
     file_uri = result["uri"]
     assert file_uri.startswith("file://") and file_uri.endswith(".md")
     path = Path(file_uri.removeprefix("file://"))
-    assert path.is_file() and path.parent == (vscode.cache / "explanations").resolve()
+    assert path.is_file() and path.parent == vscode.cache / "explanations"
     assert path.read_text(encoding="utf-8") == result["markdown"]
     assert "<|im_" not in result["markdown"]
     print(f"\n--- Explain with Quill ---\n{result['markdown']}")

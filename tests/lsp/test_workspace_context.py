@@ -117,7 +117,8 @@ async def test_index_is_built_at_initialized_with_progress(session: Session) -> 
 
 async def test_definitions_in_several_languages(session: Session) -> None:
     assert await session.defined_in("circle_area") == [
-        os.path.join("ws", "c", "include", "geom.h"), os.path.join("ws", "pkg", "geometry.py")
+        os.path.join("ws", "c", "include", "geom.h"),
+        os.path.join("ws", "pkg", "geometry.py"),
     ]
     assert await session.defined_in("Area") == [os.path.join("ws", "go", "shapes", "shapes.go")]
 
@@ -217,14 +218,18 @@ async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) ->
         assert with_context.startswith("compute_shipping_cost_for_order(")
 
         s.client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"quill": {"workspaceContext": False, "cacheCompletions": False}})
+            types.DidChangeConfigurationParams(
+                settings={"quill": {"workspaceContext": False, "cacheCompletions": False}}
+            )
         )
         await s.until(lambda st: st["state"] == "off")
         without = await complete(s, uri, CHECKOUT)
         assert "compute_shipping_cost_for_order" not in without
 
         s.client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"quill": {"workspaceContext": True, "cacheCompletions": False}})
+            types.DidChangeConfigurationParams(
+                settings={"quill": {"workspaceContext": True, "cacheCompletions": False}}
+            )
         )
         await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
         assert (await complete(s, uri, CHECKOUT)).startswith("compute_shipping_cost_for_order(")

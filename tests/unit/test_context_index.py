@@ -64,11 +64,26 @@ def names(index: WorkspaceIndex, rel: str) -> dict[str, str]:
 
 def test_files_indexed_and_skipped(index: WorkspaceIndex) -> None:
     assert rels(index) == {
-        "app/main.py", "pkg/__init__.py", "pkg/geometry.py", "pkg/shapes.py", "pkg/util/__init__.py",
-        "pkg/util/text.py", "secret_ok.py", "web/src/math.ts", "web/src/app.ts", "web/src/widget.js",
-        "go/main.go", "go/shapes/shapes.go", "rust/src/lib.rs", "rust/src/shapes.rs", "rust/src/main.rs",
-        "java/com/example/geo/Circle.java", "java/com/example/app/Main.java", "c/include/geom.h",
-        "c/src/main.c", "c/src/shapes.cpp",
+        "app/main.py",
+        "pkg/__init__.py",
+        "pkg/geometry.py",
+        "pkg/shapes.py",
+        "pkg/util/__init__.py",
+        "pkg/util/text.py",
+        "secret_ok.py",
+        "web/src/math.ts",
+        "web/src/app.ts",
+        "web/src/widget.js",
+        "go/main.go",
+        "go/shapes/shapes.go",
+        "rust/src/lib.rs",
+        "rust/src/shapes.rs",
+        "rust/src/main.rs",
+        "java/com/example/geo/Circle.java",
+        "java/com/example/app/Main.java",
+        "c/include/geom.h",
+        "c/src/main.c",
+        "c/src/shapes.cpp",
     }
     # .gitignore (with a re-include), build output, vendored code, a virtualenv, generated,
     # binary, huge and minified files are all left out.
@@ -82,38 +97,66 @@ def test_files_indexed_and_skipped(index: WorkspaceIndex) -> None:
 def test_python_definitions(index: WorkspaceIndex) -> None:
     got = names(index, "pkg/geometry.py")
     assert got == {
-        "MAX_RADIUS": "constant", "_unit": "variable", "Circle": "class", "Circle.sides": "field",
-        "Circle.__init__": "method", "Circle.area": "method", "Circle.diameter": "method",
-        "Circle._private": "method", "circle_area": "function", "fetch_shape": "function",
+        "MAX_RADIUS": "constant",
+        "_unit": "variable",
+        "Circle": "class",
+        "Circle.sides": "field",
+        "Circle.__init__": "method",
+        "Circle.area": "method",
+        "Circle.diameter": "method",
+        "Circle._private": "method",
+        "circle_area": "function",
+        "fetch_shape": "function",
     }
-    (summary, sym), = [d for d in index.definitions("circle_area") if d[0].language == "python"]
+    ((summary, sym),) = [d for d in index.definitions("circle_area") if d[0].language == "python"]
     assert sym.signature == "def circle_area(radius: float) -> float:"
     assert sym.doc == "Area of a circle of the given radius."
-    (_, init), = [d for d in index.definitions("__init__") if d[1].container == "Circle"]
-    assert init.signature == "def __init__(self, radius: float, *, name: str = \"c\") -> None:"
-    (_, prop), = index.definitions("diameter")
+    ((_, init),) = [d for d in index.definitions("__init__") if d[1].container == "Circle"]
+    assert init.signature == 'def __init__(self, radius: float, *, name: str = "c") -> None:'
+    ((_, prop),) = index.definitions("diameter")
     assert prop.signature == "@property\ndef diameter(self) -> float:"
-    (_, fetch), = index.definitions("fetch_shape")
+    ((_, fetch),) = index.definitions("fetch_shape")
     assert fetch.signature.startswith("async def fetch_shape(url: str, timeout: float = 1.0) -> Circle:")
     assert index.definitions("helper") == []  # nested functions are not indexed
-    (_, const), = index.definitions("MAX_RADIUS")
+    ((_, const),) = index.definitions("MAX_RADIUS")
     assert const.signature == "MAX_RADIUS = 100"
 
 
 @pytest.mark.parametrize(
     "rel, expected",
     [
-        ("web/src/math.ts", {"add": "function", "Shape": "interface", "Vec": "class", "Vec.constructor": "method",
-                             "Vec.length": "method", "Vec.area": "method", "ORIGIN": "constant", "scale": "function"}),
+        (
+            "web/src/math.ts",
+            {
+                "add": "function",
+                "Shape": "interface",
+                "Vec": "class",
+                "Vec.constructor": "method",
+                "Vec.length": "method",
+                "Vec.area": "method",
+                "ORIGIN": "constant",
+                "scale": "function",
+            },
+        ),
         ("web/src/widget.js", {"Widget": "class", "Widget.render": "method"}),
         ("go/shapes/shapes.go", {"Pi": "constant", "Square": "type", "Area": "function", "Square.Scale": "method"}),
         ("rust/src/shapes.rs", {"Point": "class", "Point.new": "method", "area": "function"}),
         ("rust/src/lib.rs", {"double": "function"}),
-        ("java/com/example/geo/Circle.java", {"Circle": "class", "Circle.PI": "field", "Circle.r": "field",
-                                              "Circle.Circle": "method", "Circle.area": "method"}),
+        (
+            "java/com/example/geo/Circle.java",
+            {
+                "Circle": "class",
+                "Circle.PI": "field",
+                "Circle.r": "field",
+                "Circle.Circle": "method",
+                "Circle.area": "method",
+            },
+        ),
         ("c/include/geom.h", {"GEOM_H": "macro", "GEOM_PI": "macro", "point": "class", "circle_area": "function"}),
-        ("c/src/shapes.cpp", {"geo": "module", "geo.Square": "class", "geo.Square.Square": "method",
-                              "geo.Square.area": "method"}),
+        (
+            "c/src/shapes.cpp",
+            {"geo": "module", "geo.Square": "class", "geo.Square.Square": "method", "geo.Square.area": "method"},
+        ),
     ],
 )
 def test_other_language_definitions(index: WorkspaceIndex, rel: str, expected: dict[str, str]) -> None:
@@ -162,7 +205,7 @@ def test_python_imports_resolve_across_files(index: WorkspaceIndex, ws: Path) ->
     assert got["pkg.util.text"] == ("module", ("pkg/util/text.py",), "")
     assert got["pkg"] == ("module", ("pkg/__init__.py",), "")
     # The facade re-export leads to the definition.
-    (summary, sym), = index.find_definition(str(ws / "pkg/__init__.py"), "Circle")
+    ((summary, sym),) = index.find_definition(str(ws / "pkg/__init__.py"), "Circle")
     assert (summary.rel.replace(os.sep, "/"), sym.kind) == ("pkg/geometry.py", "class")
 
 
@@ -269,3 +312,17 @@ def test_progress_and_cancel(ws: Path) -> None:
     other = WorkspaceIndex([str(ws)])
     assert other.build(cancel=cancel) == 0
     assert other.stats.state == "cancelled"
+
+
+def test_parallel_build_matches_the_serial_one(ws: Path) -> None:
+    serial = WorkspaceIndex([str(ws)])
+    serial.build(workers=0)
+    parallel = WorkspaceIndex([str(ws)])
+    seen: list[int] = []
+    parallel.build(workers=2, progress=lambda done, total, path: seen.append(done))
+    assert set(parallel.files) == set(serial.files)
+    for path, summary in serial.files.items():
+        assert parallel.files[path].symbols == summary.symbols
+        assert parallel.files[path].imports == summary.imports
+    assert parallel.stats.skipped == serial.stats.skipped
+    assert seen == list(range(1, len(seen) + 1))

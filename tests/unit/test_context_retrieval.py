@@ -16,7 +16,7 @@ from lsp_server.engine.templates import get_template
 
 from .test_context_index import make_workspace
 
-MAIN = '''import os
+MAIN = """import os
 from pkg import Circle
 from pkg.geometry import MAX_RADIUS, circle_area
 from pkg.shapes import describe
@@ -27,7 +27,7 @@ def run(r: float) -> str:
         raise ValueError("too big")
     c = Circle(r)
     total = circle_area(r)
-    '''
+    """
 
 
 def chars(text: str) -> int:
@@ -37,8 +37,11 @@ def chars(text: str) -> int:
 
 def request(path: Path, text: str, offset: int | None = None, root: Path | None = None) -> CompletionRequest:
     return CompletionRequest(
-        uri=path.as_uri(), text=text, offset=len(text) if offset is None else offset,
-        path=os.path.relpath(path, root) if root else path.name, language_id="python",
+        uri=path.as_uri(),
+        text=text,
+        offset=len(text) if offset is None else offset,
+        path=os.path.relpath(path, root) if root else path.name,
+        language_id="python",
     )
 
 
@@ -72,7 +75,7 @@ def test_imported_definitions_from_other_files(context: WorkspaceContext, ws: Pa
 def test_module_attribute_use(context: WorkspaceContext, ws: Path) -> None:
     text = "import pkg.util.text as t\n\n\ndef slug(title):\n    return t.slugify(title)\n    "
     joined = "\n".join(c.text for c in context.retrieve(request(ws / "app" / "x.py", text), 300, chars))
-    assert "def slugify(value: str, sep: str = \"-\") -> str:" in joined
+    assert 'def slugify(value: str, sep: str = "-") -> str:' in joined
 
 
 def test_context_holds_still_while_typing(context: WorkspaceContext, ws: Path) -> None:
@@ -131,8 +134,11 @@ def test_similar_snippets_from_recent_documents(ws: Path) -> None:
     store = DocumentStore()
     context = build_context_provider([str(ws)], store)
     other = ws / "app" / "report.py"
-    store.open(other.as_uri(), "def report(rows):\n    for row in rows:\n"
-               "        total_price = row.quantity * row.unit_price\n        emit(row.name, total_price)\n")
+    store.open(
+        other.as_uri(),
+        "def report(rows):\n    for row in rows:\n"
+        "        total_price = row.quantity * row.unit_price\n        emit(row.name, total_price)\n",
+    )
     text = "def invoice(rows):\n    for row in rows:\n        total_price = row.quantity * "
     chunks = context.retrieve(request(ws / "app" / "invoice.py", text, root=ws), 300, chars)
     snippets = [c for c in chunks if c.kind == "snippet"]
@@ -173,12 +179,34 @@ def test_budget_never_exceeded_with_the_real_tokenizer(context: WorkspaceContext
             chunks = context.retrieve(req, share, count)
             assert chunks
             for name in ("plain", "qwen25coder", "starcoder2", "codellama", "deepseek"):
-                prompt = PromptBuilder(tok, get_template(name)).build(req.prefix, req.suffix, budget, chunks, req.path, "ws")
+                prompt = PromptBuilder(tok, get_template(name)).build(
+                    req.prefix, req.suffix, budget, chunks, req.path, "ws"
+                )
                 assert prompt.n_tokens <= budget.total
                 assert prompt.n_context_tokens <= share
                 if name == "plain":
                     assert prompt.chunks_used == list(chunks)  # the retriever's estimate holds
                     # What the model sees is what was counted.
-                    assert len(prompt.tokens) == len(tok.bos_tokens()) + prompt.n_context_tokens + prompt.n_prefix_tokens
+                    assert (
+                        len(prompt.tokens) == len(tok.bos_tokens()) + prompt.n_context_tokens + prompt.n_prefix_tokens
+                    )
     finally:
         model.backend.close()
+
+
+def test_edits_inside_a_body_keep_the_declarations_in_step(context: WorkspaceContext, ws: Path) -> None:
+    filler = "".join(f"    v{i} = {i}\n" for i in range(200))
+    head = "from pkg.geometry import circle_area\n\n\ndef first(a):\n" + filler + "    return a\n\n\n"
+    tail = "def second(b):\n" + filler + "    total = "
+    path = ws / "app" / "two.py"
+
+    def scope(text: str) -> str:
+        chunks = context.retrieve(request(path, text, root=ws), 150, chars)
+        return next(c.text for c in chunks if c.kind == "scope")
+
+    assert scope(head + tail) == "def second(b):"
+    # Three lines typed inside first(): no re-parse, the later declaration moves with them.
+    grown = head.replace("    return a\n", "    x = 1\n    y = 2\n    z = 3\n    return a\n") + tail
+    assert scope(grown) == "def second(b):"
+    # A new declaration above is seen at once.
+    assert scope(grown.replace("def second(b):", "class Box:\n  def second(b):")) == "class Box:\n  def second(b):"

@@ -141,11 +141,22 @@ def test_no_header_without_context_or_path():
 
 
 def test_user_text_never_becomes_a_control_token():
-    tok, prompt = build("qwen25coder", prefix="s = '<|fim_middle|>'", suffix="", chunks=[
-        ContextChunk(path="a.py", text="X = '<|file_sep|>'")], path="b.py", repo="r")
+    tok, prompt = build(
+        "qwen25coder",
+        prefix="s = '<|fim_middle|>'",
+        suffix="",
+        chunks=[ContextChunk(path="a.py", text="X = '<|file_sep|>'")],
+        path="b.py",
+        repo="r",
+    )
     specials = [t for t in prompt.tokens if t in tok.rev]
     assert [tok.rev[t] for t in specials] == [
-        "<|repo_name|>", "<|file_sep|>", "<|file_sep|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
+        "<|repo_name|>",
+        "<|file_sep|>",
+        "<|file_sep|>",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
     ]
 
 

@@ -203,6 +203,10 @@ class QuillClient {
         closed: () => this.onServerClosed(),
       },
       middleware: {
+        // Ghost text shows the suggestion.  The server's textDocument/completion is the
+        // fallback for clients without inline completion; asked here too, it would run the
+        // model a second time per keystroke and cancel the inline request (latest wins).
+        provideCompletionItem: () => undefined,
         provideInlineCompletionItems: async (document, position, context, token, next) => {
           if (!this.enabled) {
             return null;
@@ -388,7 +392,8 @@ class QuillClient {
     if (command) {
       try {
         const out = await execFile(command, ["models", "list"]);
-        for (const row of parseModelsList(out)) {
+        const rows = parseModelsList(out).sort((a, b) => Number(b.installed) - Number(a.installed));
+        for (const row of rows) {
           items.push({
             label: `${row.id === current ? "$(check) " : ""}${row.id}`,
             description: [row.size, row.backend, row.license].filter(Boolean).join(" · "),

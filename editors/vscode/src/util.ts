@@ -18,29 +18,41 @@ export interface ModelRow {
 
 /**
  * Parse the table printed by `quill-lsp models list`: a header line that starts with
- * `ID`, then one row per model, columns separated by two or more spaces.
+ * `ID`, then one row per model, each column left-aligned under its header (cells may hold
+ * single spaces, e.g. "llama_cpp* openai"), so cells are cut at the header's columns.
+ * The table ends at the first blank line.
  */
 export function parseModelsList(output: string): ModelRow[] {
-  const lines = output.split(/\r?\n/).filter((l) => l.trim() !== "");
+  const lines = output.split(/\r?\n/);
   const headerIndex = lines.findIndex((l) => /^ID\s/.test(l));
   if (headerIndex < 0) {
     return [];
   }
-  const header = lines[headerIndex].trim().split(/\s{2,}/).map((h) => h.toUpperCase());
-  const col = (name: string) => header.indexOf(name);
+  const header = lines[headerIndex];
+  const columns: { name: string; start: number }[] = [];
+  for (const m of header.matchAll(/\S+/g)) {
+    columns.push({ name: m[0].toUpperCase(), start: m.index ?? 0 });
+  }
   const rows: ModelRow[] = [];
   for (const line of lines.slice(headerIndex + 1)) {
-    const cells = line.trim().split(/\s{2,}/);
-    if (!cells[0]) {
+    if (line.trim() === "") {
+      break; // the table ends at a blank line; notes may follow
+    }
+    const cells: Record<string, string> = {};
+    columns.forEach((c, i) => {
+      const end = i + 1 < columns.length ? columns[i + 1].start : undefined;
+      cells[c.name] = line.slice(c.start, end).trim();
+    });
+    const id = cells["ID"] || line.trim().split(/\s+/)[0];
+    if (!id) {
       continue;
     }
-    const cell = (name: string) => (col(name) >= 0 ? cells[col(name)] ?? "" : "");
     rows.push({
-      id: cells[0],
-      size: cell("SIZE"),
-      installed: cell("INSTALLED").toLowerCase() === "yes",
-      backend: cell("BACKEND"),
-      license: cell("LICENSE"),
+      id,
+      size: cells["SIZE"] ?? "",
+      installed: (cells["INSTALLED"] ?? "").toLowerCase() === "yes",
+      backend: cells["BACKENDS"] ?? cells["BACKEND"] ?? "",
+      license: cells["LICENSE"] ?? "",
     });
   }
   return rows;

@@ -27,6 +27,7 @@ end
 local function finish()
   results.ok = not failed
   results.nvim = tostring(vim.version())
+  results.load_average = { uv.loadavg() }
   local f = assert(io.open(result_path, "w"))
   f:write(vim.json.encode(results))
   f:close()
@@ -332,7 +333,20 @@ local co = coroutine.create(function()
     end
   end
 
-  -- 8. A crashed server is restarted (with backoff), and completions come back.
+  -- 8. More keystroke -> ghost text samples, each in a new context (no cache hit).
+  results.timings.keystroke_to_ghost_samples_ms = { results.timings.keystroke_to_ghost_ms }
+  local all_shown = true
+  for _, text in ipairs({ "result = fibonacci(", "area = circle_area(", "print(math." }) do
+    api.nvim_win_set_cursor(0, { #lines(), 0 })
+    type_keys("o")
+    local got, t = type_and_wait_ghost(text, 30000)
+    table.insert(results.timings.keystroke_to_ghost_samples_ms, got and t or vim.NIL)
+    all_shown = all_shown and got ~= nil
+    type_keys("<Esc>")
+  end
+  step("ghost text in each further context", all_shown, results.timings.keystroke_to_ghost_samples_ms)
+
+  -- 9. A crashed server is restarted (with backoff), and completions come back.
   local pid
   for _, child in ipairs(api.nvim_get_proc_children(vim.fn.getpid())) do
     local info = api.nvim_get_proc(child)

@@ -338,8 +338,11 @@ function M.pick_model()
   local out = vim.fn.systemlist({ cmd[1], "models", "list" })
   local rows = {}
   if vim.v.shell_error == 0 then
+    -- A header line (ID ...), one row per model, then a blank line and notes.
     for i, line in ipairs(out) do
-      if i > 1 and line:match("%S") then
+      if i > 1 and not line:match("%S") then
+        break
+      elseif i > 1 then
         table.insert(rows, line)
       end
     end

@@ -9,15 +9,20 @@ import { findServer, isQuillMarkdown, parseModelsList, restartDelayMs } from "..
 
 test("parseModelsList reads the table of `quill-lsp models list`", () => {
   const out = [
-    "ID                     SIZE    INSTALLED  BACKEND    LICENSE",
-    "smollm2-135m-instruct  94 MB   yes        llama_cpp  Apache-2.0",
-    "qwen2.5-coder-0.5b     398 MB  no         llama_cpp  Apache-2.0",
+    "ID                     SIZE    INSTALLED  BACKENDS                        CTRANSFORMERS    LICENSE",
+    "codegemma-2b           1.6 GB  no         llama_cpp* openai               no (gemma arch)  Gemma Terms of Use",
+    "smollm2-135m-instruct  94 MB   yes        llama_cpp* ctransformers openai yes              Apache-2.0",
     "",
+    "2 models; * = the manifest's preferred backend",
   ].join("\n");
   const rows = parseModelsList(out);
   assert.equal(rows.length, 2);
-  assert.deepEqual(rows[0], { id: "smollm2-135m-instruct", size: "94 MB", installed: true, backend: "llama_cpp", license: "Apache-2.0" });
-  assert.equal(rows[1].installed, false);
+  assert.deepEqual(rows[0], { id: "codegemma-2b", size: "1.6 GB", installed: false, backend: "llama_cpp* openai", license: "Gemma Terms of Use" });
+  assert.equal(rows[1].id, "smollm2-135m-instruct");
+  assert.equal(rows[1].installed, true);
+  // The older layout (BACKEND column) still parses.
+  const old = parseModelsList("ID                     SIZE   INSTALLED  BACKEND    LICENSE\nsmollm2-135m-instruct  94 MB  yes        llama_cpp  Apache-2.0\n");
+  assert.deepEqual(old[0], { id: "smollm2-135m-instruct", size: "94 MB", installed: true, backend: "llama_cpp", license: "Apache-2.0" });
   assert.deepEqual(parseModelsList("Traceback (most recent call last):\n  boom"), []);
 });
 

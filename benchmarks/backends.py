@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Per-backend latency of the same completion: llama_cpp, ctransformers, openai.
+
+Each backend gets the same prompt tokens and generates the same number of tokens
+greedily.  Two figures per backend, median of ``--reps`` runs:
+
+- cold: the whole prompt evaluated (no KV reuse) plus the generation;
+- keystroke: the same prompt plus one token, right after a completion of the prompt (what
+  typing costs: prefix reuse, then the generation).
+
+Two models:
+
+1. the default model, SmolLM2-135M (Q4_1), which llama_cpp and openai run (ctransformers
+   cannot: its vocabulary is BPE);
+2. a synthetic model all three backends can run: SmolLM2's shape (30 layers, 576 wide,
+   GQA 9/3, 32k SentencePiece vocabulary, Q8_0) with random weights, built here with the
+   ``gguf`` package (mechanics and speed only; the text is noise).
+
+The openai backend talks to ``python -m llama_cpp.server`` started here on 127.0.0.1 with
+the same model and thread count.
+
+    python benchmarks/backends.py --reps 5 --prompt-tokens 400 --new-tokens 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from lsp_server.backends import Backend, GenerationRequest, load_model  # noqa: E402
+from lsp_server.config import Settings  # noqa: E402
+from lsp_server.registry import get_manifest, installed_path  # noqa: E402
+
+SAMPLE = Path(__file__).read_text(encoding="utf-8") * 4
+
+
+def build_synthetic(path: Path, seed: int = 0) -> Path:
+    """SmolLM2-135M's shape as a GGUF llama with a SentencePiece vocab, Q8_0, random weights."""
+    import gguf
+    from gguf.quants import quantize
+
+    n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab = 576, 30, 9, 3, 1536, 32000
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("synthetic-135m-spm")
+    w.add_context_length(2048)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    tokens, scores, types = ["<unk>", "<s>", "</s>"], [0.0, 0.0, 0.0], [2, 3, 3]
+    for b in range(256):
+        tokens.append(f"<0x{b:02X}>")
+        scores.append(0.0)
+        types.append(6)
+    words = sorted({w_ for w_ in SAMPLE.replace("\n", " ").split(" ") if w_.isidentifier()})
+    pieces = ["▁"] + [f"▁{x}" for x in words] + words
+    i = 0
+    while len(tokens) + len(pieces) < n_vocab:
+        pieces.append(f"▁tok{i}")
+        i += 1
+    for j, p in enumerate(dict.fromkeys(pieces)):
+        if len(tokens) >= n_vocab:
+            break
+        tokens.append(p)
+        scores.append(-float(j))
+        types.append(1)
+    while len(tokens) < n_vocab:
+        tokens.append(f"▁pad{len(tokens)}")
+        scores.append(-1e6)
+        types.append(1)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+    def q8(name: str, *shape: int) -> None:
+        data = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+        w.add_tensor(name, quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+
+    q8("token_embd.weight", n_vocab, n_embd)
+    kv = n_embd // n_head * n_head_kv
+    for layer in range(n_layer):
+        w.add_tensor(f"blk.{layer}.attn_norm.weight", np.ones(n_embd, np.float32))
+        q8(f"blk.{layer}.attn_q.weight", n_embd, n_embd)
+        q8(f"blk.{layer}.attn_k.weight", kv, n_embd)
+        q8(f"blk.{layer}.attn_v.weight", kv, n_embd)
+        q8(f"blk.{layer}.attn_output.weight", n_embd, n_embd)
+        w.add_tensor(f"blk.{layer}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        q8(f"blk.{layer}.ffn_gate.weight", n_ff, n_embd)
+        q8(f"blk.{layer}.ffn_up.weight", n_ff, n_embd)
+        q8(f"blk.{layer}.ffn_down.weight", n_embd, n_ff)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    q8("output.weight", n_vocab, n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer:
+    """``python -m llama_cpp.server`` on 127.0.0.1 for the openai backend."""
+
+    def __init__(self, model: Path, threads: int) -> None:
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads)],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited; see {self.log.name}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/v1/models")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError("llama_cpp.server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.unlink(self.log.name)
+
+
+def measure(backend: Backend, prompt: list[int], new_tokens: int, reps: int) -> dict[str, Any]:
+    cold: list[float] = []
+    key: list[float] = []
+    per_token: list[float] = []
+    n_gen = 0
+    # Warm-up (page in the weights, allocate buffers): not measured.
+    backend.generate(GenerationRequest(prompt=prompt[: max(2, len(prompt) // 4)], max_tokens=2), threading.Event())
+    for r in range(reps):
+        # Cold: change the first token after BOS so nothing is reused.
+        variant = list(prompt)
+        variant[1] = prompt[1 + (r % 5)]
+        t0 = time.perf_counter()
+        res = backend.generate(GenerationRequest(prompt=variant, max_tokens=new_tokens), threading.Event())
+        cold.append((time.perf_counter() - t0) * 1000)
+        if res.tokens:
+            per_token.append(res.generate_ms / len(res.tokens))
+        # Keystroke: the same prompt plus one token.
+        t0 = time.perf_counter()
+        res = backend.generate(GenerationRequest(prompt=variant + [prompt[-1]], max_tokens=new_tokens), threading.Event())
+        key.append((time.perf_counter() - t0) * 1000)
+        n_gen = len(res.tokens)
+    return {"cold_ms": statistics.median(cold), "keystroke_ms": statistics.median(key),
+            "per_token_ms": statistics.median(per_token) if per_token else float("nan"), "generated": n_gen}
+
+
+def run_backend(name: str, settings: Settings, text: str, prompt_tokens: int, new_tokens: int, reps: int) -> dict[str, Any] | str:
+    try:
+        loaded = load_model(settings)
+    except Exception as exc:  # a backend that cannot run this model says why
+        return f"{type(exc).__name__}: {exc}"
+    b = loaded.backend
+    try:
+        prompt = (b.bos_tokens() + b.tokenize(text))[:prompt_tokens]
+        return measure(b, prompt, new_tokens, reps)
+    finally:
+        b.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--prompt-tokens", type=int, default=400)
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-synthetic", action="store_true")
+    args = ap.parse_args()
+
+    smol = installed_path(get_manifest("smollm2-135m-instruct"))
+    rows: list[tuple[str, str, dict[str, Any] | str]] = []
+    common = {"threads": args.threads, "context_tokens": 2048}
+    with tempfile.TemporaryDirectory(prefix="quill-bench-") as tmp:
+        models: list[tuple[str, str]] = []
+        if smol is not None:
+            models.append(("SmolLM2-135M Q4_1", str(smol)))
+        if not args.skip_synthetic:
+            t0 = time.perf_counter()
+            synth = build_synthetic(Path(tmp) / "synthetic-135m-spm-q8_0.gguf")
+            print(f"built the synthetic SentencePiece model ({synth.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s", flush=True)
+            models.append(("synthetic 135M SPM Q8_0", str(synth)))
+        for label, path in models:
+            for backend in ("llama_cpp", "ctransformers", "openai"):
+                server = None
+                try:
+                    if backend == "openai":
+                        server = LlamaServer(Path(path), args.threads)
+                        settings = Settings(backend="openai", endpoint=server.url, model=path, **common)
+                    else:
+                        settings = Settings(backend=backend, model=path, **common)
+                    result = run_backend(backend, settings, SAMPLE, args.prompt_tokens, args.new_tokens, args.reps)
+                finally:
+                    if server is not None:
+                        server.stop()
+                rows.append((label, backend, result))
+                if isinstance(result, str):
+                    print(f"{label:26s} {backend:14s} cannot run it: {result}", flush=True)
+                else:
+                    print(f"{label:26s} {backend:14s} cold {result['cold_ms']:7.0f} ms  keystroke {result['keystroke_ms']:7.0f} ms  "
+                          f"{result['per_token_ms']:6.1f} ms/token  ({args.prompt_tokens} prompt tokens, {result['generated']} generated)", flush=True)
+    print(f"{args.reps} reps, median; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
