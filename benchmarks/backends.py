@@ -134,9 +134,25 @@ class LlamaServer:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads)],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                str(threads),
+                "--n_threads_batch",
+                str(threads),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -183,14 +199,22 @@ def measure(backend: Backend, prompt: list[int], new_tokens: int, reps: int) -> 
             per_token.append(res.generate_ms / len(res.tokens))
         # Keystroke: the same prompt plus one token.
         t0 = time.perf_counter()
-        res = backend.generate(GenerationRequest(prompt=variant + [prompt[-1]], max_tokens=new_tokens), threading.Event())
+        res = backend.generate(
+            GenerationRequest(prompt=variant + [prompt[-1]], max_tokens=new_tokens), threading.Event()
+        )
         key.append((time.perf_counter() - t0) * 1000)
         n_gen = len(res.tokens)
-    return {"cold_ms": statistics.median(cold), "keystroke_ms": statistics.median(key),
-            "per_token_ms": statistics.median(per_token) if per_token else float("nan"), "generated": n_gen}
+    return {
+        "cold_ms": statistics.median(cold),
+        "keystroke_ms": statistics.median(key),
+        "per_token_ms": statistics.median(per_token) if per_token else float("nan"),
+        "generated": n_gen,
+    }
 
 
-def run_backend(name: str, settings: Settings, text: str, prompt_tokens: int, new_tokens: int, reps: int) -> dict[str, Any] | str:
+def run_backend(
+    name: str, settings: Settings, text: str, prompt_tokens: int, new_tokens: int, reps: int
+) -> dict[str, Any] | str:
     try:
         loaded = load_model(settings)
     except Exception as exc:  # a backend that cannot run this model says why
@@ -222,7 +246,10 @@ def main() -> int:
         if not args.skip_synthetic:
             t0 = time.perf_counter()
             synth = build_synthetic(Path(tmp) / "synthetic-135m-spm-q8_0.gguf")
-            print(f"built the synthetic SentencePiece model ({synth.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"built the synthetic SentencePiece model ({synth.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
             models.append(("synthetic 135M SPM Q8_0", str(synth)))
         for label, path in models:
             for backend in ("llama_cpp", "ctransformers", "openai"):
@@ -241,9 +268,14 @@ def main() -> int:
                 if isinstance(result, str):
                     print(f"{label:26s} {backend:14s} cannot run it: {result}", flush=True)
                 else:
-                    print(f"{label:26s} {backend:14s} cold {result['cold_ms']:7.0f} ms  keystroke {result['keystroke_ms']:7.0f} ms  "
-                          f"{result['per_token_ms']:6.1f} ms/token  ({args.prompt_tokens} prompt tokens, {result['generated']} generated)", flush=True)
-    print(f"{args.reps} reps, median; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+                    print(
+                        f"{label:26s} {backend:14s} cold {result['cold_ms']:7.0f} ms  keystroke {result['keystroke_ms']:7.0f} ms  "
+                        f"{result['per_token_ms']:6.1f} ms/token  ({args.prompt_tokens} prompt tokens, {result['generated']} generated)",
+                        flush=True,
+                    )
+    print(
+        f"{args.reps} reps, median; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     return 0
 
 

@@ -35,8 +35,9 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -99,11 +100,16 @@ def loader_with(swa_full: bool) -> Callable[[Settings], LoadedModel]:
         m = resolved.manifest
         assert m is not None
         backend = LlamaCppBackend(
-            resolved.path, n_ctx=min(settings.context_tokens, m.context_length), threads=settings.threads,
-            name=m.name, swa_full=swa_full,
+            resolved.path,
+            n_ctx=min(settings.context_tokens, m.context_length),
+            threads=settings.threads,
+            name=m.name,
+            swa_full=swa_full,
         )
         template = get_template(m.template)
-        return LoadedModel(backend=backend, template=template, stop=tuple(dict.fromkeys(template.stop + m.stop)), manifest=m)
+        return LoadedModel(
+            backend=backend, template=template, stop=tuple(dict.fromkeys(template.stop + m.stop)), manifest=m
+        )
 
     return load
 
@@ -140,11 +146,16 @@ def quality_engine(model: str, cases: list[dict[str, Any]], threads: int) -> dic
         outputs = asyncio.run(run_all())
     finally:
         engine.shutdown()
-    for case, out in zip(cases, outputs):
+    for case, out in zip(cases, outputs, strict=True):
         passed += run_fim_test(case["prefix"], out, case["suffix"], case["test"], case["entry_point"])
         exact += out.strip() == case["ground_truth"].strip()
-    return {"cases": len(cases), "pass@1": passed / len(cases), "exact": exact / len(cases),
-            "p50_ms": percentile(lat, 0.5), "p95_ms": percentile(lat, 0.95)}
+    return {
+        "cases": len(cases),
+        "pass@1": passed / len(cases),
+        "exact": exact / len(cases),
+        "p50_ms": percentile(lat, 0.5),
+        "p95_ms": percentile(lat, 0.95),
+    }
 
 
 def quality_direct(model: str, cases: list[dict[str, Any]], threads: int) -> dict[str, Any]:
@@ -159,8 +170,9 @@ def quality_direct(model: str, cases: list[dict[str, Any]], threads: int) -> dic
             prompt = prompt[-budget:]
             t0 = time.perf_counter()
             result = b.generate(
-                GenerationRequest(prompt=prompt, max_tokens=48, stop=loaded.stop,
-                                  should_stop=lambda text: "\n" in text.lstrip("\n")),
+                GenerationRequest(
+                    prompt=prompt, max_tokens=48, stop=loaded.stop, should_stop=lambda text: "\n" in text.lstrip("\n")
+                ),
                 threading.Event(),
             )
             lat.append((time.perf_counter() - t0) * 1000)
@@ -172,8 +184,13 @@ def quality_direct(model: str, cases: list[dict[str, Any]], threads: int) -> dic
             exact += out.strip() == case["ground_truth"].strip()
     finally:
         b.close()
-    return {"cases": len(cases), "pass@1": passed / len(cases), "exact": exact / len(cases),
-            "p50_ms": percentile(lat, 0.5), "p95_ms": percentile(lat, 0.95)}
+    return {
+        "cases": len(cases),
+        "pass@1": passed / len(cases),
+        "exact": exact / len(cases),
+        "p50_ms": percentile(lat, 0.5),
+        "p95_ms": percentile(lat, 0.95),
+    }
 
 
 # ------------------------------------------------------------------------ keystrokes
@@ -188,7 +205,9 @@ def keystrokes(model: str, n_lines: int, threads: int, swa_full: bool = True) ->
         await engine.ensure_model()
         for i in range(1, len(lines)):
             text = "".join(lines[:i])
-            result = await engine.complete(CompletionRequest(uri="file:///bench/textwrap.py", text=text, offset=len(text), path="textwrap.py"))
+            result = await engine.complete(
+                CompletionRequest(uri="file:///bench/textwrap.py", text=text, offset=len(text), path="textwrap.py")
+            )
             if result is None or result.stop_reason == "not-here":
                 continue
             totals.append(result.timings_ms.get("total", 0.0))
@@ -200,9 +219,14 @@ def keystrokes(model: str, n_lines: int, threads: int, swa_full: bool = True) ->
         asyncio.run(run())
     finally:
         engine.shutdown()
-    return {"keystrokes": len(totals), "p50_ms": percentile(totals, 0.5), "p95_ms": percentile(totals, 0.95),
-            "max_ms": max(totals) if totals else float("nan"), "prompt_eval_p95_ms": percentile(evals, 0.95),
-            "reused_share": statistics.mean(reused) if reused else 0.0}
+    return {
+        "keystrokes": len(totals),
+        "p50_ms": percentile(totals, 0.5),
+        "p95_ms": percentile(totals, 0.95),
+        "max_ms": max(totals) if totals else float("nan"),
+        "prompt_eval_p95_ms": percentile(evals, 0.95),
+        "reused_share": statistics.mean(reused) if reused else 0.0,
+    }
 
 
 def main() -> int:
@@ -231,18 +255,26 @@ def main() -> int:
                 row = fn(m, cases, args.threads)
                 row["wall_s"] = round(time.perf_counter() - t0, 1)
                 report[f"quality/{mode}/{m}"] = row
-                print(f"quality {mode:6s} {m:24s} pass@1 {row['pass@1']:.3f}  exact {row['exact']:.3f}  "
-                      f"({row['cases']} cases, p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, {row['wall_s']} s)", flush=True)
+                print(
+                    f"quality {mode:6s} {m:24s} pass@1 {row['pass@1']:.3f}  exact {row['exact']:.3f}  "
+                    f"({row['cases']} cases, p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, {row['wall_s']} s)",
+                    flush=True,
+                )
     if not args.skip_keystrokes:
         runs = [(m, True) for m in args.models]
         runs += [(m, False) for m in args.models if get_manifest(m).architecture == "gemma3"]
         for m, swa_full in runs:
             row = keystrokes(m, args.keystrokes, args.threads, swa_full)
-            label = m + ("" if get_manifest(m).architecture != "gemma3" else (" swa_full" if swa_full else " window-cache"))
+            label = m + (
+                "" if get_manifest(m).architecture != "gemma3" else (" swa_full" if swa_full else " window-cache")
+            )
             report[f"keystrokes/{label}"] = row
-            print(f"keystrokes {label:36s} p50 {row['p50_ms']:6.0f} ms  p95 {row['p95_ms']:6.0f} ms  max {row['max_ms']:6.0f} ms  "
-                  f"prompt-eval p95 {row['prompt_eval_p95_ms']:6.0f} ms  reused {row['reused_share']:.0%} of prompt tokens "
-                  f"({row['keystrokes']} keystrokes)", flush=True)
+            print(
+                f"keystrokes {label:36s} p50 {row['p50_ms']:6.0f} ms  p95 {row['p95_ms']:6.0f} ms  max {row['max_ms']:6.0f} ms  "
+                f"prompt-eval p95 {row['prompt_eval_p95_ms']:6.0f} ms  reused {row['reused_share']:.0%} of prompt tokens "
+                f"({row['keystrokes']} keystrokes)",
+                flush=True,
+            )
     report["load_avg_end"] = os.getloadavg()[0]
     print(f"load average {report['load_avg_start']:.1f} -> {report['load_avg_end']:.1f} on {os.cpu_count()} CPUs")
     if args.json:

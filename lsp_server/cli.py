@@ -158,11 +158,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                     ct = f"no ({m.architecture} arch)"
                 rows.append((m.id, size, state, backends, ct, m.license))
             if args.json:
-                print(json.dumps([dict(zip([h.lower() for h in header], r)) for r in rows], indent=2))
+                print(json.dumps([dict(zip([h.lower() for h in header], r, strict=True)) for r in rows], indent=2))
                 return 0
             widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
             for row in [header] + rows:
-                print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+                print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
             print(
                 f"\n{len(rows)} models; * = the manifest's preferred backend; cache: {registry.cache_dir()}\n"
                 "ctransformers runs legacy GGML files and GGUF llama models with a SentencePiece vocab only;\n"

@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, cast
 
 from lsp_server.backends.base import ModelFileError
 from lsp_server.registry import (
@@ -125,7 +126,9 @@ def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = 
         meta = get_hf_file_metadata(url, endpoint=endpoint)
     except Exception as exc:
         raise PullError(f"cannot reach {endpoint} for {src.repo}/{src.file}: {exc}") from exc
-    hub_sha = meta.etag if meta.etag and len(meta.etag) == 64 and all(c in "0123456789abcdef" for c in meta.etag) else None
+    hub_sha = (
+        meta.etag if meta.etag and len(meta.etag) == 64 and all(c in "0123456789abcdef" for c in meta.etag) else None
+    )
     expected = src.sha256 or hub_sha
     if src.sha256 and hub_sha and hub_sha != src.sha256:
         raise PullError(
@@ -157,7 +160,7 @@ def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = 
         try:
             http_get(
                 meta.location or url,
-                fh,
+                cast(BinaryIO, fh),
                 resume_size=resume,
                 headers=headers,
                 expected_size=size,
@@ -194,8 +197,16 @@ def _progress_class(quiet: bool) -> type:
 # ---------------------------------------------------------------------------- PyPI
 def _pip_download(requirements: list[str], dest: Path, quiet: bool) -> list[Path]:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        "--dest", str(dest), *requirements,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        *requirements,
     ]
     if quiet:
         cmd.insert(4, "-q")

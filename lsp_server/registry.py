@@ -119,7 +119,9 @@ class Manifest:
         return tuple(out)
 
 
-def ctransformers_support(fmt: str, architecture: str, tokenizer: str, model_type: str | None = None) -> tuple[bool, str]:
+def ctransformers_support(
+    fmt: str, architecture: str, tokenizer: str, model_type: str | None = None
+) -> tuple[bool, str]:
     """ctransformers 0.2.27 (its llama.cpp is from September 2023) runs legacy GGML files of
     the types it knows, and GGUF files only for the ``llama`` architecture with a
     SentencePiece vocabulary (Code Llama, Mistral and their fine-tunes)."""
@@ -162,13 +164,28 @@ def manifest_dirs() -> list[Path]:
 
 # ------------------------------------------------------------------------- validation
 def _type_name(typ: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     if isinstance(typ, tuple):
         return " or ".join(names.get(t, t.__name__) for t in typ)
     return names.get(typ, typ.__name__)
 
 
-def _get(data: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, *, required: bool = False, default: Any = None) -> Any:
+def _get(
+    data: dict[str, Any],
+    key: str,
+    typ: type | tuple[type, ...],
+    where: str,
+    *,
+    required: bool = False,
+    default: Any = None,
+) -> Any:
     if key not in data:
         if required:
             raise ManifestError(f"{where}: missing field '{key}'")
@@ -205,8 +222,25 @@ def _sha(src: dict[str, Any], where: str) -> str | None:
 
 
 _TOP_KEYS = {
-    "id", "name", "family", "template", "backend", "context_length", "size_mb", "license", "hardware", "stop",
-    "chat_template", "source", "format", "architecture", "tokenizer", "model_type", "params", "quant", "description",
+    "id",
+    "name",
+    "family",
+    "template",
+    "backend",
+    "context_length",
+    "size_mb",
+    "license",
+    "hardware",
+    "stop",
+    "chat_template",
+    "source",
+    "format",
+    "architecture",
+    "tokenizer",
+    "model_type",
+    "params",
+    "quant",
+    "description",
 }
 _SOURCE_KEYS = {"type", "file", "sha256", "package", "version", "repo", "revision", "parts", "size_bytes"}
 _PART_KEYS = {"package", "version", "file"}
@@ -296,7 +330,9 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
                 f"{where}: field 'model_type' must be one of {', '.join(CTRANSFORMERS_GGML_TYPES)} for a GGML file"
             )
         if backend != "ctransformers":
-            raise ManifestError(f"{where}: field 'backend' must be 'ctransformers' for a GGML file (llama.cpp reads only GGUF)")
+            raise ManifestError(
+                f"{where}: field 'backend' must be 'ctransformers' for a GGML file (llama.cpp reads only GGUF)"
+            )
     chat = _get(data, "chat_template", str, where)
     if chat is not None and chat not in CHAT_FORMATS and "{%" not in chat:
         raise ManifestError(
@@ -332,7 +368,9 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
         description=_get(data, "description", str, where, default=""),
     )
     if backend == "ctransformers" and not manifest.ctransformers[0]:
-        raise ManifestError(f"{where}: field 'backend' is ctransformers, which cannot run it: {manifest.ctransformers[1]}")
+        raise ManifestError(
+            f"{where}: field 'backend' is ctransformers, which cannot run it: {manifest.ctransformers[1]}"
+        )
     return manifest
 
 
@@ -495,10 +533,10 @@ def resolve_model(model: str) -> ResolvedModel:
     installed in this environment is assembled (locally) into the cache on first use.
     """
     if looks_like_path(model):
-        path = Path(os.path.expanduser(model))
-        if not path.is_file():
-            raise ModelFileError(f"model file not found: {path}")
-        return ResolvedModel(str(path), None)
+        file = Path(os.path.expanduser(model))
+        if not file.is_file():
+            raise ModelFileError(f"model file not found: {file}")
+        return ResolvedModel(str(file), None)
     m = get_manifest(model)
     path = installed_path(m)
     if path is None and m.source.parts and installed_part_paths(m) is not None:

@@ -8,8 +8,9 @@ the engine's single model worker thread, so an implementation needs no locking o
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 class BackendError(RuntimeError):

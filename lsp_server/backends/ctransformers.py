@@ -29,7 +29,8 @@ import os
 import re
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def check_ctransformers_can_load(path: str, manifest: Any = None) -> None:
         ok, why = manifest.ctransformers
         if not ok:
             raise BackendError(
-                f"the ctransformers backend cannot run {manifest.id}: {why}; use quill.backend \"llama_cpp\" or \"openai\""
+                f'the ctransformers backend cannot run {manifest.id}: {why}; use quill.backend "llama_cpp" or "openai"'
             )
         return
     if gguf_version(path) is None:
@@ -73,7 +74,9 @@ def check_ctransformers_can_load(path: str, manifest: Any = None) -> None:
         vocab.close()
     ok, why = ctransformers_support("gguf", arch, "spm" if tok_model == "llama" else "bpe")
     if not ok:
-        raise BackendError(f"the ctransformers backend cannot run {path}: {why}; use quill.backend \"llama_cpp\" or \"openai\"")
+        raise BackendError(
+            f'the ctransformers backend cannot run {path}: {why}; use quill.backend "llama_cpp" or "openai"'
+        )
 
 
 class CTransformersBackend:
@@ -107,14 +110,23 @@ class CTransformersBackend:
         llm = None
         if layers:
             try:
-                llm = LLM(path, model_type or "gguf", config=Config(context_length=n_ctx, gpu_layers=layers, threads=self._threads))
+                llm = LLM(
+                    path,
+                    model_type or "gguf",
+                    config=Config(context_length=n_ctx, gpu_layers=layers, threads=self._threads),
+                )
                 device = f"gpu ({'all' if gpu_layers < 0 else gpu_layers} layers offloaded, ctransformers CUDA)"
             except (OSError, RuntimeError) as exc:
-                logger.warning("ctransformers GPU offload unavailable (%s): running on the CPU; "
-                               "`pip install ctransformers[cuda]` brings the CUDA libraries", exc)
+                logger.warning(
+                    "ctransformers GPU offload unavailable (%s): running on the CPU; "
+                    "`pip install ctransformers[cuda]` brings the CUDA libraries",
+                    exc,
+                )
         if llm is None:
             try:
-                llm = LLM(path, model_type or "gguf", config=Config(context_length=n_ctx, gpu_layers=0, threads=self._threads))
+                llm = LLM(
+                    path, model_type or "gguf", config=Config(context_length=n_ctx, gpu_layers=0, threads=self._threads)
+                )
             except (OSError, RuntimeError, ValueError) as exc:
                 raise ModelFileError(f"ctransformers could not load {path}: {exc}") from exc
         self._llm: Any = llm
@@ -140,7 +152,12 @@ class CTransformersBackend:
         )
         logger.info(
             "loaded %s (%s via ctransformers, n_ctx=%d, %d threads) on %s in %.0f ms",
-            self.info.name, self.info.architecture, self.info.n_ctx, self._threads, device, self.load_ms,
+            self.info.name,
+            self.info.architecture,
+            self.info.n_ctx,
+            self._threads,
+            device,
+            self.load_ms,
         )
 
     # ------------------------------------------------------------------ tokenizer
@@ -157,7 +174,10 @@ class CTransformersBackend:
 
     def _fim_from_specials(self) -> FimTokens:
         sp = self._special_map()
-        for pre, suf, mid in (("<fim_prefix>", "<fim_suffix>", "<fim_middle>"), ("<fim-prefix>", "<fim-suffix>", "<fim-middle>")):
+        for pre, suf, mid in (
+            ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+            ("<fim-prefix>", "<fim-suffix>", "<fim-middle>"),
+        ):
             if pre in sp and suf in sp and mid in sp:
                 return FimTokens(pre, suf, mid, tuple(t for t in ("<|endoftext|>",) if t in sp))
         return FimTokens(eot=tuple(t for t in ("<|endoftext|>",) if t in sp))

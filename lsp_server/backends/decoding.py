@@ -14,7 +14,8 @@ import bisect
 import ctypes
 import logging
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def find_stop(text: str, stops: Sequence[str]) -> int | None:
     return best
 
 
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_len(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
     n = min(len(a), len(b))
     if not n:
         return 0

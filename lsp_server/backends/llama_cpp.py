@@ -15,7 +15,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,9 +82,7 @@ class LlamaCppBackend:
         try:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise BackendError(
-                "llama-cpp-python is not installed; run `make install` (see README)"
-            ) from exc
+            raise BackendError("llama-cpp-python is not installed; run `make install` (see README)") from exc
         self._lib = llama_cpp
         _silence_llama_logs(llama_cpp)
         n_threads = threads or max(1, os.cpu_count() or 1)
@@ -312,4 +311,3 @@ class LlamaCppBackend:
             except Exception:  # pragma: no cover - best effort
                 logger.debug("closing llama failed", exc_info=True)
             self.llama = None  # type: ignore[assignment]
-

@@ -39,8 +39,9 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lsp_server.backends.base import (
@@ -85,7 +86,9 @@ class Endpoint:
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.scheme == "https":
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=ssl.create_default_context())
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+            )
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
 
@@ -110,7 +113,9 @@ class HttpClient:
             "start it, or fix quill.endpoint"
         )
 
-    def open(self, method: str, path: str, body: Any = None, *, stream: bool = False, timeout: float | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def open(
+        self, method: str, path: str, body: Any = None, *, stream: bool = False, timeout: float | None = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self.endpoint.connection(self.connect_timeout_s)
         data = json.dumps(body).encode("utf-8") if body is not None else None
         try:
@@ -140,7 +145,9 @@ class HttpClient:
 
     def check(self, status: int, payload: Any, what: str) -> Any:
         if status == 401 or status == 403:
-            raise EndpointError(f"the completion server at {self.endpoint.url} refused the request ({status}): check the API key")
+            raise EndpointError(
+                f"the completion server at {self.endpoint.url} refused the request ({status}): check the API key"
+            )
         if status >= 400:
             detail = payload if isinstance(payload, str) else json.dumps(payload)[:400]
             raise EndpointError(f"the completion server at {self.endpoint.url} answered {status} to {what}: {detail}")
@@ -176,7 +183,9 @@ class RemoteTokenizer:
 
     def _remote(self, text: str, special: bool) -> list[int]:
         if self.kind == "llama-cpp-python":
-            status, payload = self.client.json("POST", "/extras/tokenize", {"input": text, "model": self.model}, timeout=10)
+            status, payload = self.client.json(
+                "POST", "/extras/tokenize", {"input": text, "model": self.model}, timeout=10
+            )
         elif self.kind == "llama-server":
             status, payload = self.client.json(
                 "POST", "/tokenize", {"content": text, "add_special": False, "parse_special": special}, timeout=10
@@ -214,13 +223,17 @@ class RemoteTokenizer:
         if not tokens:
             return ""
         if self.kind == "llama-cpp-python":
-            status, payload = self.client.json("POST", "/extras/detokenize", {"tokens": list(tokens), "model": self.model}, timeout=10)
+            status, payload = self.client.json(
+                "POST", "/extras/detokenize", {"tokens": list(tokens), "model": self.model}, timeout=10
+            )
             key = "text"
         elif self.kind == "llama-server":
             status, payload = self.client.json("POST", "/detokenize", {"tokens": list(tokens)}, timeout=10)
             key = "content"
         else:
-            status, payload = self.client.json("POST", "/detokenize", {"model": self.model, "tokens": list(tokens)}, timeout=10)
+            status, payload = self.client.json(
+                "POST", "/detokenize", {"model": self.model, "tokens": list(tokens)}, timeout=10
+            )
             key = "prompt"
         payload = self.client.check(status, payload, "detokenize")
         return str(payload.get(key, "")) if isinstance(payload, dict) else ""
@@ -291,7 +304,11 @@ class OpenAIBackend:
         )
         logger.info(
             "using %s at %s (tokens counted by %s)",
-            self.model, endpoint, "the local vocabulary" if vocab is not None else f"the server ({self._remote.kind if self._remote else 'none'})",
+            self.model,
+            endpoint,
+            "the local vocabulary"
+            if vocab is not None
+            else f"the server ({self._remote.kind if self._remote else 'none'})",
         )
 
     # ---------------------------------------------------------------- discovery
@@ -370,7 +387,9 @@ class OpenAIBackend:
             return GenerationResult("", [], len(request.prompt), reused, 0.0, 0.0, "cancelled")
         conn, resp = self.client.open("POST", "/v1/completions", body, stream=True)
         done = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(conn, cancel, done), name="quill-openai-cancel", daemon=True)
+        watcher = threading.Thread(
+            target=self._watch, args=(conn, cancel, done), name="quill-openai-cancel", daemon=True
+        )
         watcher.start()
         text = request.forced_prefix
         chunks = 0
@@ -380,7 +399,9 @@ class OpenAIBackend:
             if resp.status != 200:
                 raw = resp.read().decode("utf-8", "replace")
                 if resp.status in (401, 403):
-                    raise EndpointError(f"the completion server at {self.endpoint.url} refused the API key ({resp.status})")
+                    raise EndpointError(
+                        f"the completion server at {self.endpoint.url} refused the API key ({resp.status})"
+                    )
                 raise EndpointError(f"the completion server at {self.endpoint.url} answered {resp.status}: {raw[:400]}")
             for event in _sse_events(resp):
                 if cancel.is_set():

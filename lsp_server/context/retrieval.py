@@ -489,7 +489,7 @@ class Retriever:
                             add_definition(summary, sym, 1.2 + 2.0 * w)
                 uses = counts.get(b.local, 0) - 1
                 if uses > 0:
-                    outline = self._module_outline(b.paths, near)
+                    outline = self._module_outline(b.paths)
                     if outline is not None:
                         summary, body = outline
                         candidates.append(
@@ -548,16 +548,17 @@ class Retriever:
         return chunks
 
     # ------------------------------------------------------------- candidates
-    def _module_outline(self, paths: Sequence[str], near: dict[str, float]) -> tuple[FileSummary, str] | None:
+    def _module_outline(self, paths: Sequence[str]) -> tuple[FileSummary, str] | None:
         for p in paths[:1]:
             summary = self.index.summary(p)
             if summary is None:
                 continue
+            # The same outline whatever the cursor is near (names used as ``alias.attr`` get
+            # their own chunks): its text never changes while the user types.
             top = [s for s in summary.top_level() if not s.name.startswith("_") and s.kind != "variable"]
             if not top:
                 return None
-            top.sort(key=lambda s: (-near.get(s.name, 0.0), s.line))
-            picked = sorted(top[:10], key=lambda s: s.line)
+            picked = top[:10]
             body = "\n".join(_one_line_stub(s, summary.language).split("\n")[-1] for s in picked)
             return summary, body
         return None

@@ -26,7 +26,9 @@ SPM_PIECES = ["▁", "▁def", "▁return", "▁a", "▁b", "(", ")", ":", "▁+
 CONTROL = ["<PRE>", "<SUF>", "<MID>", "<EOT>"]
 
 
-def build_tiny_spm_llama(path: Path, *, n_embd: int = 64, n_head: int = 4, n_layer: int = 2, n_ff: int = 128, seed: int = 0) -> Path:
+def build_tiny_spm_llama(
+    path: Path, *, n_embd: int = 64, n_head: int = 4, n_layer: int = 2, n_ff: int = 128, seed: int = 0
+) -> Path:
     """A GGUF ``llama`` model with a SentencePiece vocabulary (byte fallback, Code Llama's
     FIM control tokens) and random F32 weights: it checks mechanics, not text."""
     import gguf
@@ -116,7 +118,9 @@ def closed_port() -> int:
     return free_port()
 
 
-def wait_http(url_host: str, port: int, path: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url_host: str, port: int, path: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -142,8 +146,21 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "2", "--api_key", API_KEY,
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+        "--api_key",
+        API_KEY,
     ]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
@@ -164,7 +181,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
 
 def post_json(port: int, path: str, body: dict) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+    conn.request(
+        "POST",
+        path,
+        body=json.dumps(body),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+    )
     resp = conn.getresponse()
     data = json.loads(resp.read() or b"{}")
     conn.close()

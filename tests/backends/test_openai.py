@@ -23,8 +23,14 @@ CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return "
 
 
 def settings(url: str, **kw: object) -> Settings:
-    base = {"backend": "openai", "endpoint": url, "model": "smollm2-135m-instruct", "api_key_env": API_KEY_ENV,
-            "max_tokens": 16, "request_timeout_s": 60.0}
+    base = {
+        "backend": "openai",
+        "endpoint": url,
+        "model": "smollm2-135m-instruct",
+        "api_key_env": API_KEY_ENV,
+        "max_tokens": 16,
+        "request_timeout_s": 60.0,
+    }
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
 
@@ -44,8 +50,9 @@ def test_streams_a_completion_counted_with_the_models_tokenizer(remote, llama_se
     result = b.generate(GenerationRequest(prompt=prompt, max_tokens=12, stop=remote.stop), threading.Event())
     assert result.text and result.stop_reason in ("length", "eos", "stop")
     # The server sees exactly the tokens we counted for the budget.
-    status, body = post_json(llama_server["port"], "/v1/completions",
-                             {"prompt": b.prompt_text(prompt), "max_tokens": 1, "temperature": 0})
+    status, body = post_json(
+        llama_server["port"], "/v1/completions", {"prompt": b.prompt_text(prompt), "max_tokens": 1, "temperature": 0}
+    )
     assert status == 200 and body["usage"]["prompt_tokens"] == len(prompt)
 
 

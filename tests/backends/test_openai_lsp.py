@@ -46,8 +46,17 @@ def cursor() -> types.Position:
 
 @pytest_lsp.fixture(config=SERVER)
 async def remote_client(lsp_client: LanguageClient, llama_server):
-    await start(lsp_client, {"backend": "openai", "endpoint": llama_server["url"], "model": "smollm2-135m-instruct",
-                             "apiKeyEnv": API_KEY_ENV, "maxTokens": 16, "cacheCompletions": False})
+    await start(
+        lsp_client,
+        {
+            "backend": "openai",
+            "endpoint": llama_server["url"],
+            "model": "smollm2-135m-instruct",
+            "apiKeyEnv": API_KEY_ENV,
+            "maxTokens": 16,
+            "cacheCompletions": False,
+        },
+    )
     yield
     await lsp_client.shutdown_session()
 

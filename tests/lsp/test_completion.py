@@ -18,7 +18,9 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-pytestmark = [pytest.mark.model]
+# One server per client snapshot for the whole module (a fresh process per test would
+# spend most of the suite loading the model).
+pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
 GUARD_S = 120  # only against a hung server; no test asserts on time
 
@@ -35,6 +37,7 @@ def fibonacci(n: int) -> int:
 @pytest_lsp.fixture(
     config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "--log-level", "warning"]),
     params=["neovim", "visual_studio_code"],
+    scope="module",
 )
 async def client(request, lsp_client: LanguageClient, tmp_path_factory):
     root = tmp_path_factory.mktemp("ws")

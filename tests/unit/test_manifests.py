@@ -11,14 +11,29 @@ from lsp_server.engine.templates import get_template
 
 # The families the issue lists, by manifest id.
 REQUIRED = [
-    "smollm2-135m-instruct", "gemma3-270m",
-    "codellama-7b", "codellama-13b", "codellama-34b",
-    "codellama-7b-instruct", "codellama-13b-instruct", "codellama-34b-instruct",
-    "wizardcoder-15b", "wizardcoder-python-34b", "phind-codellama-34b-v2", "mistral-7b-instruct",
-    "starcoder-15b", "starcoder2-3b", "starcoder2-7b", "starcoder2-15b",
-    "deepseek-coder-1.3b-base", "deepseek-coder-6.7b-base",
-    "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-7b",
-    "codegemma-2b", "codestral-22b",
+    "smollm2-135m-instruct",
+    "gemma3-270m",
+    "codellama-7b",
+    "codellama-13b",
+    "codellama-34b",
+    "codellama-7b-instruct",
+    "codellama-13b-instruct",
+    "codellama-34b-instruct",
+    "wizardcoder-15b",
+    "wizardcoder-python-34b",
+    "phind-codellama-34b-v2",
+    "mistral-7b-instruct",
+    "starcoder-15b",
+    "starcoder2-3b",
+    "starcoder2-7b",
+    "starcoder2-15b",
+    "deepseek-coder-1.3b-base",
+    "deepseek-coder-6.7b-base",
+    "qwen2.5-coder-0.5b",
+    "qwen2.5-coder-1.5b",
+    "qwen2.5-coder-7b",
+    "codegemma-2b",
+    "codestral-22b",
 ]
 
 # Published fill-in-the-middle tokens per family (model cards and tokenizer_config.json):
@@ -45,9 +60,27 @@ PUBLISHED_FIM = {
     "deepseek-coder-6.7b-base": ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", False, ()),
     # Qwen2.5-Coder README: <|fim_prefix|>..<|fim_suffix|>..<|fim_middle|>, repo level
     # <|repo_name|> / <|file_sep|>.
-    "qwen2.5-coder-0.5b": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", False, ("<|file_sep|>", "<|repo_name|>")),
-    "qwen2.5-coder-1.5b": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", False, ("<|file_sep|>", "<|repo_name|>")),
-    "qwen2.5-coder-7b": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", False, ("<|file_sep|>", "<|repo_name|>")),
+    "qwen2.5-coder-0.5b": (
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        False,
+        ("<|file_sep|>", "<|repo_name|>"),
+    ),
+    "qwen2.5-coder-1.5b": (
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        False,
+        ("<|file_sep|>", "<|repo_name|>"),
+    ),
+    "qwen2.5-coder-7b": (
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        False,
+        ("<|file_sep|>", "<|repo_name|>"),
+    ),
     # CodeGemma model card: <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>, <|file_separator|>.
     "codegemma-2b": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", False, ("<|file_separator|>",)),
     # Codestral (mistral-common): [SUFFIX]{suf}[PREFIX]{pre}, the middle follows directly.
@@ -130,7 +163,13 @@ def test_every_manifest_says_what_users_need(manifests):
 def test_ctransformers_capability_per_family(manifests):
     can = {mid for mid, m in manifests.items() if m.ctransformers[0]}
     assert {"codellama-7b", "mistral-7b-instruct", "wizardcoder-15b", "starcoder-15b"} <= can
-    assert not can & {"smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-1.5b", "deepseek-coder-1.3b-base", "starcoder2-3b"}
+    assert not can & {
+        "smollm2-135m-instruct",
+        "gemma3-270m",
+        "qwen2.5-coder-1.5b",
+        "deepseek-coder-1.3b-base",
+        "starcoder2-3b",
+    }
 
 
 @pytest.mark.parametrize("mid", ["smollm2-135m-instruct", "gemma3-270m"])

@@ -86,22 +86,38 @@ def test_pypi_source_rules(env):
     with pytest.raises(ManifestError, match="'version'"):
         load_manifest(write(env, base + 'type = "pypi"\npackage = "x"\nfile = "x/m.gguf"\n'))
     with pytest.raises(ManifestError, match="'sha256'"):
-        load_manifest(write(env, base + 'type = "pypi"\nfile = "m.gguf"\n[[source.parts]]\npackage = "p"\nversion = "1"\nfile = "p/m.part"\n'))
+        load_manifest(
+            write(
+                env,
+                base
+                + 'type = "pypi"\nfile = "m.gguf"\n[[source.parts]]\npackage = "p"\nversion = "1"\nfile = "p/m.part"\n',
+            )
+        )
     with pytest.raises(ManifestError, match=r"parts\[0\].*'version'"):
-        load_manifest(write(env, base + f'type = "pypi"\nfile = "m.gguf"\nsha256 = "{"a" * 64}"\n[[source.parts]]\npackage = "p"\nfile = "p/m.part"\n'))
+        load_manifest(
+            write(
+                env,
+                base
+                + f'type = "pypi"\nfile = "m.gguf"\nsha256 = "{"a" * 64}"\n[[source.parts]]\npackage = "p"\nfile = "p/m.part"\n',
+            )
+        )
 
 
 def test_ggml_files_need_the_ctransformers_backend_and_a_model_type(env):
     ggml = GOOD.replace('template = "plain"', 'template = "plain"\nformat = "ggml"\nmodel_type = "starcoder"')
     with pytest.raises(ManifestError, match="'backend'"):
         load_manifest(write(env, ggml))
-    assert load_manifest(write(env, ggml.replace('template = "plain"', 'template = "plain"\nbackend = "ctransformers"'))).backends == ("ctransformers", "openai")
+    assert load_manifest(
+        write(env, ggml.replace('template = "plain"', 'template = "plain"\nbackend = "ctransformers"'))
+    ).backends == ("ctransformers", "openai")
     with pytest.raises(ManifestError, match="'model_type'"):
         load_manifest(write(env, ggml.replace('"starcoder"', '"bert"')))
 
 
 def test_a_ctransformers_manifest_for_a_model_it_cannot_run_is_refused(env):
-    text = GOOD.replace('tokenizer = "spm"', 'tokenizer = "bpe"').replace('template = "plain"', 'template = "plain"\nbackend = "ctransformers"')
+    text = GOOD.replace('tokenizer = "spm"', 'tokenizer = "bpe"').replace(
+        'template = "plain"', 'template = "plain"\nbackend = "ctransformers"'
+    )
     with pytest.raises(ManifestError, match="'backend'.*BPE"):
         load_manifest(write(env, text))
 
