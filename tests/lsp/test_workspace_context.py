@@ -204,7 +204,10 @@ async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) ->
     (ws / "shop" / "__init__.py").write_text("")
     (ws / "shop" / "pricing.py").write_text(PRICING)
     (ws / "app" / "checkout.py").write_text(CHECKOUT)
-    s = await start(ws, {"cacheCompletions": False}, caps="neovim")
+    # One llama.cpp thread and a long request timeout: on a shared, busy CPU, two threads
+    # spin-waiting on each other make generation many times slower (no timing is asserted).
+    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600}
+    s = await start(ws, options, caps="neovim")
     try:
         await s.until(lambda st: st["state"] == "ready")
         uri = (ws / "app" / "checkout.py").as_uri()

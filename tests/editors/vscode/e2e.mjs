@@ -413,6 +413,17 @@ async function main() {
       results.modelSwitchSkipped = "no second model installed (QUILL_TEST_OTHER_MODEL)";
     }
 
+    // Restart server: a fresh server process, the model loads again.
+    const pidsBefore = pidsWith(venvServer);
+    await runCommand(page, "Quill: Restart server");
+    const restarting = await waitStatus(page, /starting|loading/, 20000);
+    const restarted = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
+    const pidsAfter = pidsWith(venvServer);
+    step("Quill: Restart server starts a new server", restarting !== null && restarted !== null && pidsAfter.length > 0 && pidsAfter.every((p) => !pidsBefore.includes(p)), {
+      before: pidsBefore,
+      after: pidsAfter,
+    });
+
     // Crash: kill the server; the extension restarts it with backoff.
     const pids = pidsWith(venvServer);
     if (step("found the server process", pids.length > 0, { pids })) {
