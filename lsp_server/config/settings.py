@@ -9,8 +9,9 @@ problems and the previous (or default) value is kept, so the server stays usable
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 BACKENDS = ("llama_cpp", "ctransformers", "openai")
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 from lsp_server.backends import BackendError, GenerationRequest, LoadedModel
 from lsp_server.config import Settings

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 _WORD = re.compile(r"\w")
 _CLOSERS = set(")]}>\"'`;:,. \t")

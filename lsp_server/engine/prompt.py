@@ -16,8 +16,9 @@ The prompt returned is exactly the token list the model sees; ``n_tokens`` is it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from lsp_server.engine.templates import ContextChunk, PromptTemplate, Segment
 

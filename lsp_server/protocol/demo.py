@@ -8,8 +8,8 @@ more character and asks again (the KV-cache reuse path).
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -38,7 +38,7 @@ async def _wait_for_model(client: LanguageClient, timeout_s: float = 300.0) -> d
     deadline = time.monotonic() + timeout_s
     while True:
         status = await client.protocol.send_request_async("quill/status", {})
-        fields = status if isinstance(status, dict) else getattr(status, "_asdict", lambda: vars(status))()
+        fields = status if isinstance(status, dict) else status._asdict()
         state = str(fields.get("state") or "")
         if state in ("ready", "error") or time.monotonic() > deadline:
             return {"state": state, "detail": str(fields.get("detail") or fields.get("error") or "")}

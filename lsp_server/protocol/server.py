@@ -12,7 +12,8 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from lsp_server.backends import GenerationRequest, GenerationResult, LoadedModel, ModelInfo
 from lsp_server.engine.templates import get_template

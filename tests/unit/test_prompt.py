@@ -35,7 +35,7 @@ def test_typing_keeps_the_prompt_start_stable():
     p2 = b.build(prefix + "0", "", PromptBudget(total=600))
     # Everything but the tail is shared, so the KV cache of p1 serves p2.
     common = 0
-    for a, c in zip(p1.tokens, p2.tokens):
+    for a, c in zip(p1.tokens, p2.tokens, strict=False):
         if a != c:
             break
         common += 1
@@ -65,7 +65,7 @@ def test_codestral_puts_suffix_first():
 
 def test_context_chunks_fill_only_their_share():
     b = builder()
-    chunks = [ContextChunk(path=f"m{i}.py", text="def helper_%d(x):\n    return x\n" % i) for i in range(50)]
+    chunks = [ContextChunk(path=f"m{i}.py", text=f"def helper_{i}(x):\n    return x\n") for i in range(50)]
     p = b.build("import m0\nm0.", "", PromptBudget(total=300, context_share=0.5), chunks)
     assert p.n_tokens <= 300
     assert 0 < len(p.chunks_used) < 50
