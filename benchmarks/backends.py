@@ -181,50 +181,62 @@ class LlamaServer:
         os.unlink(self.log.name)
 
 
-def measure(backend: Backend, prompt: list[int], new_tokens: int, reps: int) -> dict[str, Any]:
-    cold: list[float] = []
-    key: list[float] = []
-    per_token: list[float] = []
-    n_gen = 0
-    # Warm-up (page in the weights, allocate buffers): not measured.
-    backend.generate(GenerationRequest(prompt=prompt[: max(2, len(prompt) // 4)], max_tokens=2), threading.Event())
-    for r in range(reps):
-        # Cold: change the first token after BOS so nothing is reused.
-        variant = list(prompt)
-        variant[1] = prompt[1 + (r % 5)]
-        t0 = time.perf_counter()
-        res = backend.generate(GenerationRequest(prompt=variant, max_tokens=new_tokens), threading.Event())
-        cold.append((time.perf_counter() - t0) * 1000)
-        if res.tokens:
-            per_token.append(res.generate_ms / len(res.tokens))
-        # Keystroke: the same prompt plus one token.
-        t0 = time.perf_counter()
-        res = backend.generate(
-            GenerationRequest(prompt=variant + [prompt[-1]], max_tokens=new_tokens), threading.Event()
-        )
-        key.append((time.perf_counter() - t0) * 1000)
-        n_gen = len(res.tokens)
-    return {
-        "cold_ms": statistics.median(cold),
-        "keystroke_ms": statistics.median(key),
-        "per_token_ms": statistics.median(per_token) if per_token else float("nan"),
-        "generated": n_gen,
-    }
+def one_round(backend: Backend, prompt: list[int], new_tokens: int, r: int, out: dict[str, list[float]]) -> int:
+    """One cold completion and one keystroke; appends the timings to ``out``."""
+    # Cold: change the first token after BOS so nothing is reused.
+    variant = list(prompt)
+    variant[1] = prompt[1 + (r % 5)]
+    t0 = time.perf_counter()
+    res = backend.generate(GenerationRequest(prompt=variant, max_tokens=new_tokens), threading.Event())
+    out["cold"].append((time.perf_counter() - t0) * 1000)
+    if res.tokens:
+        out["per_token"].append(res.generate_ms / len(res.tokens))
+    # Keystroke: the same prompt plus one token.
+    t0 = time.perf_counter()
+    res = backend.generate(GenerationRequest(prompt=variant + [prompt[-1]], max_tokens=new_tokens), threading.Event())
+    out["keystroke"].append((time.perf_counter() - t0) * 1000)
+    return len(res.tokens)
 
 
-def run_backend(
-    name: str, settings: Settings, text: str, prompt_tokens: int, new_tokens: int, reps: int
-) -> dict[str, Any] | str:
+def compare(label: str, path: str, threads: int, prompt_tokens: int, new_tokens: int, reps: int) -> None:
+    """All backends loaded side by side and measured in turn, round after round, so that
+    they see the same machine load (this matters on a shared machine)."""
+    common: dict[str, Any] = {"threads": threads, "context_tokens": 2048}
+    server: LlamaServer | None = None
+    loaded: dict[str, Backend] = {}
     try:
-        loaded = load_model(settings)
-    except Exception as exc:  # a backend that cannot run this model says why
-        return f"{type(exc).__name__}: {exc}"
-    b = loaded.backend
-    try:
-        prompt = (b.bos_tokens() + b.tokenize(text))[:prompt_tokens]
-        return measure(b, prompt, new_tokens, reps)
+        for name in ("llama_cpp", "ctransformers", "openai"):
+            try:
+                if name == "openai":
+                    server = LlamaServer(Path(path), threads)
+                    settings = Settings(backend="openai", endpoint=server.url, model=path, **common)
+                else:
+                    settings = Settings(backend=name, model=path, **common)
+                loaded[name] = load_model(settings).backend
+            except Exception as exc:  # a backend that cannot run this model says why
+                print(f"{label:26s} {name:14s} cannot run it: {type(exc).__name__}: {exc}", flush=True)
+        prompts = {n: (b.bos_tokens() + b.tokenize(SAMPLE))[:prompt_tokens] for n, b in loaded.items()}
+        for n, b in loaded.items():  # warm-up (page in the weights): not measured
+            b.generate(GenerationRequest(prompt=prompts[n][:50], max_tokens=2), threading.Event())
+        times: dict[str, dict[str, list[float]]] = {n: {"cold": [], "keystroke": [], "per_token": []} for n in loaded}
+        generated = {n: 0 for n in loaded}
+        for r in range(reps):
+            for n, b in loaded.items():
+                generated[n] = one_round(b, prompts[n], new_tokens, r, times[n])
+        for n in loaded:
+            t = times[n]
+            per_token = statistics.median(t["per_token"]) if t["per_token"] else float("nan")
+            print(
+                f"{label:26s} {n:14s} cold {statistics.median(t['cold']):7.0f} ms  "
+                f"keystroke {statistics.median(t['keystroke']):7.0f} ms  {per_token:6.1f} ms/token  "
+                f"({len(prompts[n])} prompt tokens, {generated[n]} generated)",
+                flush=True,
+            )
     finally:
-        b.close()
+        for b in loaded.values():
+            b.close()
+        if server is not None:
+            server.stop()
 
 
 def main() -> int:
@@ -237,8 +249,6 @@ def main() -> int:
     args = ap.parse_args()
 
     smol = installed_path(get_manifest("smollm2-135m-instruct"))
-    rows: list[tuple[str, str, dict[str, Any] | str]] = []
-    common = {"threads": args.threads, "context_tokens": 2048}
     with tempfile.TemporaryDirectory(prefix="quill-bench-") as tmp:
         models: list[tuple[str, str]] = []
         if smol is not None:
@@ -252,27 +262,7 @@ def main() -> int:
             )
             models.append(("synthetic 135M SPM Q8_0", str(synth)))
         for label, path in models:
-            for backend in ("llama_cpp", "ctransformers", "openai"):
-                server = None
-                try:
-                    if backend == "openai":
-                        server = LlamaServer(Path(path), args.threads)
-                        settings = Settings(backend="openai", endpoint=server.url, model=path, **common)
-                    else:
-                        settings = Settings(backend=backend, model=path, **common)
-                    result = run_backend(backend, settings, SAMPLE, args.prompt_tokens, args.new_tokens, args.reps)
-                finally:
-                    if server is not None:
-                        server.stop()
-                rows.append((label, backend, result))
-                if isinstance(result, str):
-                    print(f"{label:26s} {backend:14s} cannot run it: {result}", flush=True)
-                else:
-                    print(
-                        f"{label:26s} {backend:14s} cold {result['cold_ms']:7.0f} ms  keystroke {result['keystroke_ms']:7.0f} ms  "
-                        f"{result['per_token_ms']:6.1f} ms/token  ({args.prompt_tokens} prompt tokens, {result['generated']} generated)",
-                        flush=True,
-                    )
+            compare(label, path, args.threads, args.prompt_tokens, args.new_tokens, args.reps)
     print(
         f"{args.reps} reps, median; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )

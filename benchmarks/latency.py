@@ -155,11 +155,11 @@ class DirectModel:
     """llama-cpp-python called directly: the baseline."""
 
     def __init__(self, model_path: str, n_ctx: int) -> None:
-        import os
-
         from llama_cpp import Llama
 
-        threads = os.cpu_count() or 1
+        from lsp_server.backends.llama_cpp import default_threads
+
+        threads = default_threads()  # the server's own default, for a like-for-like baseline
         self.llm = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def replay(self, case: Case) -> list[float]:

@@ -60,9 +60,13 @@ class RecentDocuments:
 class WorkspaceContext:
     """Index, watcher and retriever of a set of workspace roots."""
 
-    def __init__(self, roots: Iterable[str], store: DocumentStore | None = None) -> None:
+    def __init__(
+        self, roots: Iterable[str], store: DocumentStore | None = None, recent: RecentDocuments | None = None
+    ) -> None:
         self.index = WorkspaceIndex(roots)
-        self.recent = RecentDocuments(store)
+        # The store keeps its listeners for good: whoever restarts contexts passes one
+        # RecentDocuments along instead of subscribing a new one each time.
+        self.recent = recent if recent is not None else RecentDocuments(store)
         self.retriever = Retriever(self.index, recent=self.recent.items)
         self.updater = IndexUpdater(self.index)
         self.watcher = WorkspaceWatcher(self.updater)

@@ -28,7 +28,7 @@ from lsp_server.config import Settings
 from lsp_server.context.parser import EXTENSIONS
 
 if TYPE_CHECKING:
-    from lsp_server.context.workspace import WorkspaceContext
+    from lsp_server.context.workspace import RecentDocuments, WorkspaceContext
     from lsp_server.protocol.server import QuillServer
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class WorkspaceFeature:
     def __init__(self, server: QuillServer) -> None:
         self.server = server
         self.context: WorkspaceContext | None = None
+        self.recent: RecentDocuments | None = None
         self.initialized = False
         self._build_task: asyncio.Task[Any] | None = None
         self._registered_watch = False
@@ -73,10 +74,12 @@ class WorkspaceFeature:
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        from lsp_server.context.workspace import WorkspaceContext
+        from lsp_server.context.workspace import RecentDocuments, WorkspaceContext
 
         ls = self.server
-        context = WorkspaceContext(ls.workspace_roots, ls.documents)
+        if self.recent is None:
+            self.recent = RecentDocuments(ls.documents)
+        context = WorkspaceContext(ls.workspace_roots, recent=self.recent)
         self.context = context
         ls.engine.context = context
         context.start_watching()

@@ -220,10 +220,11 @@ def test_neovim_tui_screen(tmp_path: Path) -> None:
         os.write(fd, b"Go")
         pump(0.3)
         typed = "return fib"
-        for ch in typed:
+        for ch in typed[:-1]:  # a key every 120 ms, about 100 words a minute
             os.write(fd, ch.encode())
-            pump(0.04)
+            pump(0.12)
         t0 = time.monotonic()
+        os.write(fd, typed[-1].encode())
 
         def ghost_row() -> int | None:
             for y, line in enumerate(_screen_lines(screen)):

@@ -34,6 +34,8 @@ const artifacts = process.env.QUILL_EDITOR_ARTIFACTS || path.join(repo, "tests/e
 const threads = Number(process.env.QUILL_TEST_THREADS || "1");
 const wantCodeActions = process.env.QUILL_TEST_CODE_ACTIONS || "auto";
 // A second model for the "pick model" step: a .gguf path (default: gemma3-270m when pulled).
+// Typing speed: a key every 120 ms (about 100 words a minute); the clock starts after the last.
+const keyDelay = Number(process.env.QUILL_TEST_KEY_INTERVAL_MS || "120");
 const otherModel = process.env.QUILL_TEST_OTHER_MODEL ?? (() => {
   try {
     return execFileSync(server, ["models", "path", "gemma3-270m"], { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
@@ -128,6 +130,18 @@ async function waitStatus(page, re, timeoutMs) {
   return null;
 }
 
+/**
+ * Type `text` a key every `keyDelay` ms; returns the time the last key went down (the clock
+ * for keystroke -> ghost text).  Playwright's type() waits `delay` between keydown and keyup,
+ * so the last key is pressed on its own, without delay.
+ */
+async function typeLikeAPerson(page, text) {
+  await page.keyboard.type(text.slice(0, -1), { delay: keyDelay });
+  const t0 = Date.now();
+  await page.keyboard.press(text.slice(-1));
+  return t0;
+}
+
 async function runCommand(page, title) {
   await page.keyboard.press("F1");
   await page.waitForSelector(".quick-input-widget input", { state: "visible" });
@@ -169,6 +183,7 @@ async function main() {
         "extensions.ignoreRecommendations": true,
         "telemetry.telemetryLevel": "off",
         "quill.threads": threads,
+        "quill.trace.server": process.env.QUILL_TEST_TRACE || "off",
       },
       null,
       2,
@@ -227,8 +242,7 @@ async function main() {
     // Type at a new last line; the clock starts after the last key.
     await page.click(".editor-instance .view-lines");
     await page.keyboard.press("Control+End");
-    await page.keyboard.type("    return fib", { delay: 40 });
-    const t0 = Date.now();
+    const t0 = await typeLikeAPerson(page, "    return fib");
     const seenGenerating = waitStatus(page, /generating/, 30000);
     const gotGhost = await page
       .waitForSelector(".ghost-text-decoration", { timeout: 90000 })
@@ -242,17 +256,50 @@ async function main() {
     }
     await sleep(300); // let the rest of the suggestion render
     const ghost = await page.evaluate(() => {
-      const first = [...document.querySelectorAll(".ghost-text-decoration")].map((e) => e.textContent).join("");
+      // With VS Code's word-based suggest widget open, the selected item's rest is drawn as
+      // .ghost-text-decoration and the inline completion beyond it as
+      // .ghost-text-decoration-preview; without the widget, the inline completion alone.
+      const first = [...document.querySelectorAll(".ghost-text-decoration, .ghost-text-decoration-preview")]
+        .map((e) => e.textContent)
+        .join("");
       const more = [...document.querySelectorAll(".suggest-preview-text .view-line, .ghost-text .view-line")].map((e) => e.textContent);
       return { first, more };
     });
     results.ghostText = ghost;
+    results.ghostDom = await page.evaluate(() =>
+      [...document.querySelectorAll('[class*="ghost"], [class*="suggest-preview"]')].map((e) => `${e.className}: ${e.textContent}`),
+    );
+    results.suggestWidgetVisible = await page.evaluate(() => !!document.querySelector(".suggest-widget.visible"));
     await page.screenshot({ path: path.join(artifacts, "vscode-ghost-text.png") });
     step("status bar showed 'generating' while the model ran", (await seenGenerating) !== null, { seen: results.statusBar });
 
     // Accept with Tab, save, read the file.
-    await page.keyboard.press("Tab");
-    await sleep(200);
+    // Tab accepts.  When VS Code's word-based suggest widget is open too (it is, by default,
+    // for "fib" here), the first Tab takes the widget's item ("fibonacci"), VS Code asks for
+    // an inline completion again, and a second Tab takes the rest (as with Copilot).
+    const wanted = "return fib" + ghost.first.replace(/\u00a0/g, " ");
+    results.tabsToAccept = 0;
+    for (let i = 0; i < 3; i++) {
+      await page.keyboard.press("Tab");
+      results.tabsToAccept++;
+      await sleep(300);
+      // The line's own text: ghost text is drawn inside the .view-line, so leave it out.
+      const line = await page.evaluate(() => {
+        const texts = [...document.querySelectorAll(".editor-instance .view-line")].map((l) => {
+          const copy = l.cloneNode(true);
+          copy.querySelectorAll('[class*="ghost-text"]').forEach((g) => g.remove());
+          return copy.textContent.replace(/\u00a0/g, " ");
+        });
+        return texts.find((t) => t.includes("return fib") && !t.includes("return n")) || "";
+      });
+      if (line.includes(wanted)) break;
+      // The widget's item went in; the server is asked again and offers the rest.
+      const again = await page
+        .waitForSelector(".ghost-text-decoration, .ghost-text-decoration-preview", { timeout: 15000 })
+        .then(() => true)
+        .catch(() => false);
+      if (!again) break;
+    }
     await page.keyboard.press("Control+S");
     let saved = "";
     for (let i = 0; i < 100 && !saved.includes("return fib"); i++) {
@@ -260,9 +307,13 @@ async function main() {
       saved = fs.readFileSync(samplePath, "utf8");
     }
     results.savedText = saved;
-    const expectLine = "return fib" + ghost.first.replace(/\u00a0/g, " ");
-    step("Tab accepts: the saved file has the typed text plus the ghost text", saved.includes(expectLine),
-      { expectLine, lastLines: saved.split("\n").slice(-4) });
+    const expectLine = wanted;
+    step("Tab accepts: the saved file has the typed text plus the ghost text", saved.includes(expectLine), {
+      expectLine,
+      tabs: results.tabsToAccept,
+      suggestWidget: results.suggestWidgetVisible,
+      lastLines: saved.split("\n").slice(-4),
+    });
     await page.screenshot({ path: path.join(artifacts, "vscode-accepted.png") });
 
     // More keystroke -> ghost text samples, each in a new context (no cache hit).
@@ -272,8 +323,7 @@ async function main() {
       await page.keyboard.press("Control+End");
       await page.keyboard.press("End");
       await page.keyboard.press("Enter");
-      await page.keyboard.type(text, { delay: 40 });
-      const ts = Date.now();
+      const ts = await typeLikeAPerson(page, text);
       const ok = await page.waitForSelector(".ghost-text-decoration", { timeout: 30000 }).then(() => true).catch(() => false);
       results.timings.keystrokeToGhostSamplesMs.push(ok ? Date.now() - ts : null);
       await page.keyboard.press("Escape");
@@ -291,14 +341,17 @@ async function main() {
 
     // Code action: Explain with Quill -> Markdown preview beside.
     if (wantCodeActions !== "skip") {
+      const selectFibonacci = async () => {
+        await page.keyboard.press("Control+G");
+        await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+        await page.keyboard.type("9");
+        await page.keyboard.press("Enter");
+        await page.keyboard.press("Home");
+        for (let i = 0; i < 5; i++) await page.keyboard.press("Shift+ArrowDown");
+        await page.keyboard.press("Shift+End");
+      };
       await page.click(".editor-instance .view-lines");
-      await page.keyboard.press("Control+G");
-      await page.waitForSelector(".quick-input-widget input", { state: "visible" });
-      await page.keyboard.type("9");
-      await page.keyboard.press("Enter");
-      await page.keyboard.press("Home");
-      for (let i = 0; i < 5; i++) await page.keyboard.press("Shift+ArrowDown");
-      await page.keyboard.press("Shift+End");
+      await selectFibonacci();
       await page.keyboard.press("Control+.");
       const item = page.locator('.action-widget .monaco-list-row:has-text("Explain with Quill")').first();
       const offered = await item.waitFor({ timeout: 30000 }).then(() => true).catch(() => false);
@@ -311,18 +364,49 @@ async function main() {
         results.codeActionMenu = await page.$$eval(".action-widget .monaco-list-row", (els) => els.map((e) => e.textContent));
         await page.screenshot({ path: path.join(artifacts, "vscode-code-actions.png") });
         // Keyboard, as a user would: the widget's pointer block swallows synthetic clicks.
-        for (let i = 0; i < 10; i++) {
-          const focused = await page.$eval(".action-widget .monaco-list-row.focused", (e) => e.textContent).catch(() => "");
-          if (/Explain with Quill/.test(focused)) break;
-          await page.keyboard.press("ArrowDown");
-        }
+        const serverLog = path.join(tmp, "server.log");
+        const explainStarted = () => {
+          try {
+            return /"title": "Explain with Quill", "kind": "begin"/.test(fs.readFileSync(serverLog, "utf8"));
+          } catch {
+            return false;
+          }
+        };
         const te = Date.now();
-        await page.keyboard.press("Enter");
         const preview = page.locator('.tabs-container .tab:has-text("Preview")').first();
-        const shown = await preview.waitFor({ timeout: 180000 }).then(() => true).catch(() => false);
+        let shown = false;
+        for (let attempt = 1; attempt <= 2 && !shown; attempt++) {
+          if (attempt > 1) {
+            // Seen once in ~6 runs: VS Code resolved the action but never sent
+            // workspace/executeCommand (the menu's action set was refreshed under it?).
+            // The server had not started, so ask again; the result notes it.
+            results.explainRetried = true;
+            await page.keyboard.press("Escape");
+            await page.click(".editor-instance .view-lines");
+            await selectFibonacci();
+            await page.keyboard.press("Control+.");
+            await item.waitFor({ timeout: 30000 });
+          }
+          for (let i = 0; i < 10; i++) {
+            const focused = await page.$eval(".action-widget .monaco-list-row.focused", (e) => e.textContent).catch(() => "");
+            if (/Explain with Quill/.test(focused)) break;
+            await page.keyboard.press("ArrowDown");
+          }
+          results.explainFocusedRow = await page.$eval(".action-widget .monaco-list-row.focused", (e) => e.textContent).catch(() => null);
+          await page.keyboard.press("Enter");
+          const startedWithin = Date.now() + 20000;
+          const visible = async () => (await preview.count()) > 0;
+          while (Date.now() < startedWithin && !explainStarted() && !(await visible())) await sleep(200);
+          if (!explainStarted() && !(await visible())) continue;
+          shown = await preview.waitFor({ timeout: 180000 }).then(() => true).catch(() => false);
+        }
         results.timings.explainMs = Date.now() - te;
         const tabs = await page.$$eval(".tabs-container .tab", (els) => els.map((e) => e.getAttribute("aria-label") || e.textContent));
-        step("Explain with Quill opens a Markdown preview beside the code", shown, { tabs, ms: results.timings.explainMs });
+        step("Explain with Quill opens a Markdown preview beside the code", shown, {
+          tabs,
+          ms: results.timings.explainMs,
+          retried: !!results.explainRetried,
+        });
         if (shown) {
           await sleep(1500); // the preview's webview renders
           await page.screenshot({ path: path.join(artifacts, "vscode-explain.png") });

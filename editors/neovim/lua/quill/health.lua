@@ -63,13 +63,19 @@ function M.check()
   local k = quill.options.keymaps
   for _, name in ipairs({ "accept", "accept_word", "accept_line", "dismiss" }) do
     local key = k[name]
-    if key then
+    if key and quill.setup_done and not (name ~= "accept" and name ~= "dismiss" and quill.native()) then
       local m = vim.fn.maparg(key, "i", false, true)
       if type(m) == "table" and (m.desc or ""):match("^Quill") then
         health.ok(("%s: %s"):format(name, key))
+      elseif type(m) == "table" and not vim.tbl_isempty(m) then
+        health.warn(("%s: %s was mapped again after setup{} (%s)"):format(name, key, m.desc or m.rhs or "a Lua function"), {
+          "Set keymaps." .. name .. " to another key, or call require('quill').accept() from that mapping",
+        })
       else
-        health.warn(("%s: %s is mapped by something else now"):format(name, key), { "Set keymaps." .. name .. " to another key, or call require('quill').accept() from your mapping" })
+        health.warn(("%s: %s is not mapped"):format(name, key))
       end
+    elseif key == false then
+      health.info(name .. ": no key (keymaps." .. name .. " = false)")
     end
   end
   local last = ghost.stats.last
