@@ -62,7 +62,7 @@ editors: vscode-extension
 
 vscode-extension: $(VSCODE_DIR)/quill.vsix
 
-$(VSCODE_DIR)/quill.vsix: $(VSCODE_DIR)/package.json $(VSCODE_DIR)/package-lock.json $(VSCODE_DIR)/tsconfig.json $(wildcard $(VSCODE_DIR)/src/*.ts $(VSCODE_DIR)/src/test/*.ts)
+$(VSCODE_DIR)/quill.vsix: $(VSCODE_DIR)/package.json $(VSCODE_DIR)/package-lock.json $(VSCODE_DIR)/tsconfig.json $(VSCODE_DIR)/README.md $(wildcard $(VSCODE_DIR)/src/*.ts $(VSCODE_DIR)/src/test/*.ts)
 	cd $(VSCODE_DIR) && $(NPM) ci --no-audit --no-fund && $(NPM) run package
 
 # The extension's pure helpers under plain Node (no VS Code needed; a few seconds).

@@ -99,7 +99,9 @@ class CTransformersBackend:
             from ctransformers import LLM, Config
         except ImportError as exc:
             raise BackendError(f"the ctransformers backend is not installed: {INSTALL_HINT}") from exc
-        self._threads = threads or max(1, os.cpu_count() or 1)
+        from lsp_server.backends.llama_cpp import default_threads
+
+        self._threads = threads or default_threads()
         self._batch = batch_size
         self._vocab: GgufVocab | None = GgufVocab(path) if gguf_version(path) is not None else None
         if self._vocab is None and not model_type:

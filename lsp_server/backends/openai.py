@@ -183,16 +183,14 @@ class RemoteTokenizer:
 
     def _remote(self, text: str, special: bool) -> list[int]:
         if self.kind == "llama-cpp-python":
-            status, payload = self.client.json(
-                "POST", "/extras/tokenize", {"input": text, "model": self.model}, timeout=10
-            )
+            status, payload = self.client.json("POST", "/extras/tokenize", {"input": text, "model": self.model})
         elif self.kind == "llama-server":
             status, payload = self.client.json(
-                "POST", "/tokenize", {"content": text, "add_special": False, "parse_special": special}, timeout=10
+                "POST", "/tokenize", {"content": text, "add_special": False, "parse_special": special}
             )
         else:
             status, payload = self.client.json(
-                "POST", "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False}, timeout=10
+                "POST", "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False}
             )
         payload = self.client.check(status, payload, "tokenize")
         if not isinstance(payload, dict) or not isinstance(payload.get("tokens"), list):
@@ -224,16 +222,14 @@ class RemoteTokenizer:
             return ""
         if self.kind == "llama-cpp-python":
             status, payload = self.client.json(
-                "POST", "/extras/detokenize", {"tokens": list(tokens), "model": self.model}, timeout=10
+                "POST", "/extras/detokenize", {"tokens": list(tokens), "model": self.model}
             )
             key = "text"
         elif self.kind == "llama-server":
-            status, payload = self.client.json("POST", "/detokenize", {"tokens": list(tokens)}, timeout=10)
+            status, payload = self.client.json("POST", "/detokenize", {"tokens": list(tokens)})
             key = "content"
         else:
-            status, payload = self.client.json(
-                "POST", "/detokenize", {"model": self.model, "tokens": list(tokens)}, timeout=10
-            )
+            status, payload = self.client.json("POST", "/detokenize", {"model": self.model, "tokens": list(tokens)})
             key = "prompt"
         payload = self.client.check(status, payload, "detokenize")
         return str(payload.get(key, "")) if isinstance(payload, dict) else ""
@@ -313,7 +309,7 @@ class OpenAIBackend:
 
     # ---------------------------------------------------------------- discovery
     def _served_models(self) -> dict[str, int]:
-        status, payload = self.client.json("GET", "/v1/models", timeout=min(self.client.timeout_s, 10.0))
+        status, payload = self.client.json("GET", "/v1/models")
         payload = self.client.check(status, payload, "GET /v1/models")
         models: dict[str, int] = {}
         for entry in (payload or {}).get("data", []) if isinstance(payload, dict) else []:

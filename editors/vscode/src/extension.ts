@@ -207,6 +207,17 @@ class QuillClient {
         // fallback for clients without inline completion; asked here too, it would run the
         // model a second time per keystroke and cancel the inline request (latest wins).
         provideCompletionItem: () => undefined,
+        // "Explain with Quill" arrives complete (a command, no `data`): VS Code would still
+        // ask codeAction/resolve for it, and when the server is slow to answer (a busy CPU)
+        // the light-bulb menu is often re-queried meanwhile, VS Code drops the stale
+        // action and the command never runs.  Nothing to resolve: hand it back at once.
+        resolveCodeAction: (item, token, next) => {
+          const data = (item as { data?: unknown }).data;
+          if (item.command && !item.edit && data === undefined) {
+            return item;
+          }
+          return next(item, token);
+        },
         provideInlineCompletionItems: async (document, position, context, token, next) => {
           if (!this.enabled) {
             return null;
