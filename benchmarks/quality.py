@@ -435,6 +435,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 {
                     "options": args.base_options,
                     "rows": rows,
+                    "retrieval_timing": timing,
                     "outcomes": [
                         {
                             "id": o.case["id"],

@@ -346,13 +346,17 @@ class CompletionEngine:
         return await loop.run_in_executor(self._executor, fn, model)
 
     def shutdown(self) -> None:
+        """Stop generation, wait for the worker, then free the model.
+
+        The model must not be closed under a running generation (llama.cpp would crash):
+        the cancel flags stop it between tokens, and the worker is joined first.
+        """
         for event in self._inflight.values():
             event.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
         model, self._model = self._model, None
         if model is not None:
             try:
                 model.backend.close()
             except Exception:
                 logger.debug("closing model failed", exc_info=True)
-
