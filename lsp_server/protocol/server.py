@@ -26,7 +26,13 @@ from lsp_server import __version__
 from lsp_server.config import Settings, parse_settings
 from lsp_server.context.documents import DocumentNotOpen, DocumentStore, TextChange
 from lsp_server.context.parser import DocumentParser
-from lsp_server.engine.engine import CompletionEngine, CompletionRequest, CompletionResult, ModelUnavailable
+from lsp_server.engine.engine import (
+    CompletionEngine,
+    CompletionFailed,
+    CompletionRequest,
+    CompletionResult,
+    ModelUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +205,9 @@ class QuillServer(LanguageServer):
             result = await self.engine.complete(req)
         except ModelUnavailable as exc:
             self.notifier.show(str(exc))
+            return req, None
+        except CompletionFailed as exc:
+            self.notifier.show(f"completion failed: {exc}")
             return req, None
         if result is not None and result.text:
             logger.debug(

@@ -103,3 +103,22 @@ async def test_huge_single_line_document_is_bounded():
     assert result is not None
     assert len(backend.calls[0].prompt) <= engine.settings.context_tokens
     engine.shutdown()
+
+
+async def test_backend_failure_is_a_clear_error_and_the_next_request_works():
+    from lsp_server.engine.engine import CompletionFailed
+
+    calls = []
+
+    def reply(prompt):
+        calls.append(prompt)
+        if len(calls) == 1:
+            raise ConnectionError("completion server went away")
+        return "1"
+
+    engine, backend = make_engine(reply)
+    with pytest.raises(CompletionFailed, match="went away"):
+        await engine.complete(req("x = "))
+    result = await engine.complete(req("y = "))
+    assert result is not None and result.text == "1"
+    engine.shutdown()
