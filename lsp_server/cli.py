@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:
-        server.start_io(SanitizingReader(sys.stdin.buffer), _private_stdout())
+        server.start_io(SanitizingReader(sys.stdin.buffer), _private_stdout())  # type: ignore[arg-type]
     return 0
 
 

@@ -163,7 +163,7 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "") ->
         # Do not repeat what already follows the cursor.
         nxt = cur.next_line.strip()
         if nxt:
-            out = []
+            out: list[str] = []
             for line in text.split("\n"):
                 if line.strip() == nxt and out:
                     break

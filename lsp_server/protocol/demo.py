@@ -59,7 +59,7 @@ async def _session(path: Path, text: str, model: str | None) -> int:
         pass
 
     await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", os.environ.get("QUILL_DEMO_SERVER_LOG_LEVEL", "warning"))
-    init_opts = {"model": model} if model else {}
+    init_opts: dict[str, object] = {"model": model} if model else {}
     init_opts["cacheCompletions"] = False
     await client.initialize_async(
         types.InitializeParams(

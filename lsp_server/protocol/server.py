@@ -236,8 +236,8 @@ def create_server(settings: Settings | None = None) -> QuillServer:
         elif not roots and params.root_path:
             roots.append(params.root_path)
         ls.workspace_roots = [os.path.abspath(r) for r in roots]
-        encoding = ls.workspace.position_encoding
-        ls.documents.encoding = str(encoding.value if hasattr(encoding, "value") else encoding or "utf-16")
+        encoding = ls.workspace.position_encoding or "utf-16"
+        ls.documents.encoding = str(getattr(encoding, "value", encoding))
         ls.apply_settings(params.initialization_options, initial=True)
 
     @server.feature(types.INITIALIZED)
