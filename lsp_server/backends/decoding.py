@@ -105,6 +105,16 @@ def gguf_version(path: str) -> int | None:
     return int.from_bytes(head[4:8], "little")
 
 
+def token_piece(lib: Any, vocab: Any, token: int) -> bytes:
+    """The bytes a token adds to the text in llama.cpp (control tokens add none)."""
+    buf = ctypes.create_string_buffer(64)
+    n = lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    return buf.raw[: max(0, n)]
+
+
 class GgufVocab:
     """The tokenizer of a GGUF file, loaded vocabulary-only through llama.cpp."""
 
@@ -143,12 +153,7 @@ class GgufVocab:
         cached = self._pieces.get(token)
         if cached is not None:
             return cached
-        buf = ctypes.create_string_buffer(64)
-        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        data = buf.raw[: max(0, n)]
+        data = token_piece(self._lib, self._vocab, token)
         self._pieces[token] = data
         return data
 

@@ -28,7 +28,7 @@ from lsp_server.backends.base import (
     ModelFileError,
     ModelInfo,
 )
-from lsp_server.backends.decoding import PieceIndex, common_prefix_len, find_stop, pick_token
+from lsp_server.backends.decoding import PieceIndex, common_prefix_len, find_stop, pick_token, token_piece
 
 logger = logging.getLogger(__name__)
 
@@ -190,12 +190,7 @@ class LlamaCppBackend:
         cached = self._piece_cache.get(token)
         if cached is not None:
             return cached
-        buf = ctypes.create_string_buffer(64)
-        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        data = buf.raw[: max(0, n)]
+        data = token_piece(self._lib, self._vocab, token)
         self._piece_cache[token] = data
         return data
 
