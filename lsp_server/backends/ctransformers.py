@@ -23,7 +23,6 @@ healing, and the KV cache reused for the longest common prefix with the previous
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import re
@@ -42,7 +41,14 @@ from lsp_server.backends.base import (
     ModelFileError,
     ModelInfo,
 )
-from lsp_server.backends.decoding import GgufVocab, PieceIndex, common_prefix_len, find_stop, gguf_version, pick_token
+from lsp_server.backends.decoding import (
+    GgufVocab,
+    PieceIndex,
+    check_request,
+    common_prefix_len,
+    decode,
+    gguf_version,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -258,13 +264,7 @@ class CTransformersBackend:
         return common
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
-        if not request.prompt:
-            raise BackendError("empty prompt")
-        if len(request.prompt) + request.max_tokens > self.info.n_ctx:
-            raise BackendError(
-                f"prompt of {len(request.prompt)} tokens + {request.max_tokens} new tokens "
-                f"exceeds the model's context of {self.info.n_ctx}"
-            )
+        check_request(request, self.info.n_ctx)
         if request.seed:
             self._rng = np.random.default_rng(request.seed)
         t0 = time.perf_counter()
@@ -274,36 +274,16 @@ class CTransformersBackend:
             self._llm._context = []
             raise BackendError(f"ctransformers failed to evaluate the prompt: {exc}") from exc
         t1 = time.perf_counter()
-        forced = request.forced_prefix.encode("utf-8", "replace")
-        produced = b""
-        text = ""
-        tokens: list[int] = []
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        stop_reason = "length"
-        for _ in range(request.max_tokens):
-            if cancel.is_set():
-                stop_reason = "cancelled"
-                break
-            allowed = self.allowed_tokens(forced[len(produced) :]) if len(produced) < len(forced) else None
-            token = pick_token(self._logits(), request.temperature, allowed, self._rng)
-            if token < 0 or self.is_eog(token):
-                stop_reason = "eos"
-                break
-            tokens.append(token)
-            piece = self.piece(token)
-            produced += piece
-            text += decoder.decode(piece)
-            hit = find_stop(text, request.stop)
-            if hit is not None:
-                text = text[:hit]
-                stop_reason = "stop"
-                break
-            if request.should_stop is not None and len(produced) >= len(forced) and request.should_stop(text):
-                stop_reason = "condition"
-                break
-            self._eval([token])
-        if stop_reason != "stop":
-            text += decoder.decode(b"", final=True)
+        text, tokens, stop_reason = decode(
+            request,
+            cancel,
+            self._rng,
+            logits=self._logits,
+            eval_token=lambda token: self._eval([token]),
+            piece=self.piece,
+            is_eog=self.is_eog,
+            allowed_tokens=self.allowed_tokens,
+        )
         t2 = time.perf_counter()
         return GenerationResult(
             text=text,

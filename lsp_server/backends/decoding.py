@@ -11,15 +11,17 @@ is also available locally.
 from __future__ import annotations
 
 import bisect
+import codecs
 import ctypes
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from lsp_server.backends.base import BackendError, FimTokens, ModelFileError
+from lsp_server.backends.base import BackendError, FimTokens, GenerationRequest, ModelFileError
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,67 @@ def gguf_version(path: str) -> int | None:
     if len(head) < 8 or head[:4] != b"GGUF":
         return None
     return int.from_bytes(head[4:8], "little")
+
+
+def check_request(request: GenerationRequest, n_ctx: int) -> None:
+    """Refuse a generation that cannot fit the model's context."""
+    if not request.prompt:
+        raise BackendError("empty prompt")
+    if len(request.prompt) + request.max_tokens > n_ctx:
+        raise BackendError(
+            f"prompt of {len(request.prompt)} tokens + {request.max_tokens} new tokens "
+            f"exceeds the model's context of {n_ctx}"
+        )
+
+
+def decode(
+    request: GenerationRequest,
+    cancel: threading.Event,
+    rng: np.random.Generator,
+    *,
+    logits: Callable[[], np.ndarray],
+    eval_token: Callable[[int], None],
+    piece: Callable[[int], bytes],
+    is_eog: Callable[[int], bool],
+    allowed_tokens: Callable[[bytes], np.ndarray],
+) -> tuple[str, list[int], str]:
+    """The token loop of the in-process backends, after the prompt has been evaluated.
+
+    Constrains the first tokens to the forced (healed) prefix, checks ``cancel`` between
+    tokens, stops on end of generation, a stop string or ``request.should_stop``.
+    Returns (text, tokens, stop reason).
+    """
+    forced = request.forced_prefix.encode("utf-8", "replace")
+    produced = b""
+    text = ""
+    tokens: list[int] = []
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    stop_reason = "length"
+    for _ in range(request.max_tokens):
+        if cancel.is_set():
+            stop_reason = "cancelled"
+            break
+        allowed = allowed_tokens(forced[len(produced) :]) if len(produced) < len(forced) else None
+        token = pick_token(logits(), request.temperature, allowed, rng)
+        if token < 0 or is_eog(token):
+            stop_reason = "eos"
+            break
+        tokens.append(token)
+        data = piece(token)
+        produced += data
+        text += decoder.decode(data)
+        hit = find_stop(text, request.stop)
+        if hit is not None:
+            text = text[:hit]
+            stop_reason = "stop"
+            break
+        if request.should_stop is not None and len(produced) >= len(forced) and request.should_stop(text):
+            stop_reason = "condition"
+            break
+        eval_token(token)
+    if stop_reason != "stop":
+        text += decoder.decode(b"", final=True)
+    return text, tokens, stop_reason
 
 
 def token_piece(lib: Any, vocab: Any, token: int) -> bytes:

@@ -9,7 +9,6 @@ constrain the first tokens for token healing, and stop on syntax conditions.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 import os
@@ -28,7 +27,7 @@ from lsp_server.backends.base import (
     ModelFileError,
     ModelInfo,
 )
-from lsp_server.backends.decoding import PieceIndex, common_prefix_len, find_stop, pick_token, token_piece
+from lsp_server.backends.decoding import PieceIndex, check_request, common_prefix_len, decode, token_piece
 
 logger = logging.getLogger(__name__)
 
@@ -251,53 +250,23 @@ class LlamaCppBackend:
         llama.eval(prompt[common:])
         return common
 
-    def _pick(self, logits: np.ndarray, temperature: float, allowed: np.ndarray | None) -> int:
-        return pick_token(logits, temperature, allowed, self._rng)
-
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
-        if not request.prompt:
-            raise BackendError("empty prompt")
-        if len(request.prompt) + request.max_tokens > self.info.n_ctx:
-            raise BackendError(
-                f"prompt of {len(request.prompt)} tokens + {request.max_tokens} new tokens "
-                f"exceeds the model's context of {self.info.n_ctx}"
-            )
+        check_request(request, self.info.n_ctx)
         if request.seed:
             self._rng = np.random.default_rng(request.seed)
         t0 = time.perf_counter()
         reused = self._eval_prompt(list(request.prompt))
         t1 = time.perf_counter()
-        forced = request.forced_prefix.encode("utf-8", "replace")
-        produced = b""
-        text = ""
-        tokens: list[int] = []
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        stop_reason = "length"
-        for _ in range(request.max_tokens):
-            if cancel.is_set():
-                stop_reason = "cancelled"
-                break
-            allowed = None
-            if len(produced) < len(forced):
-                allowed = self.allowed_tokens(forced[len(produced) :])
-            token = self._pick(self._logits(), request.temperature, allowed)
-            if token < 0 or self.is_eog(token):
-                stop_reason = "eos"
-                break
-            tokens.append(token)
-            piece = self.piece(token)
-            produced += piece
-            text += decoder.decode(piece)
-            hit = find_stop(text, request.stop)
-            if hit is not None:
-                text = text[:hit]
-                stop_reason = "stop"
-                break
-            if request.should_stop is not None and len(produced) >= len(forced) and request.should_stop(text):
-                stop_reason = "condition"
-                break
-            self.llama.eval([token])
-        text += decoder.decode(b"", final=True) if stop_reason not in ("stop",) else ""
+        text, tokens, stop_reason = decode(
+            request,
+            cancel,
+            self._rng,
+            logits=self._logits,
+            eval_token=lambda token: self.llama.eval([token]),
+            piece=self.piece,
+            is_eog=self.is_eog,
+            allowed_tokens=self.allowed_tokens,
+        )
         t2 = time.perf_counter()
         return GenerationResult(
             text=text,
