@@ -42,8 +42,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from lsp_server.backends import Backend, GenerationRequest, load_model  # noqa: E402
+from lsp_server.backends import Backend, GenerationRequest  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
+from lsp_server.engine.model import load_model  # noqa: E402
 from lsp_server.registry import get_manifest, installed_path  # noqa: E402
 
 SAMPLE = Path(__file__).read_text(encoding="utf-8") * 4

@@ -42,11 +42,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from lsp_server.backends import GenerationRequest, LoadedModel, load_model  # noqa: E402
+from lsp_server.backends import GenerationRequest  # noqa: E402
 from lsp_server.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
 from lsp_server.engine.engine import CompletionEngine, CompletionRequest  # noqa: E402
-from lsp_server.engine.templates import get_template  # noqa: E402
+from lsp_server.engine.model import LoadedModel, load_model  # noqa: E402
+from lsp_server.families.completion import get_template  # noqa: E402
 from lsp_server.registry import get_manifest, resolve_model  # noqa: E402
 
 DEV_CANDIDATES = [HERE.parent.parent / "shared" / "eval" / "dev", Path("/work/shared/eval/dev")]

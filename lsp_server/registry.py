@@ -19,9 +19,10 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +30,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from lsp_server.backends.base import ModelFileError
+from lsp_server.families.completion import TEMPLATES
 
 logger = logging.getLogger(__name__)
 
@@ -307,8 +309,6 @@ def _parse_source(src: dict[str, Any], where: str) -> ModelSource:
 
 
 def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
-    from lsp_server.engine.templates import TEMPLATES
-
     for key in data:
         if key not in _TOP_KEYS:
             raise ManifestError(f"{where}: unknown field '{key}'; known: {', '.join(sorted(_TOP_KEYS))}")
@@ -459,7 +459,10 @@ def install_hint(m: Manifest) -> str:
     return f"download it with `quill-lsp models pull {m.id}`"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path, chunk: int = _CHUNK) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
@@ -540,11 +543,76 @@ def resolve_model(model: str) -> ResolvedModel:
     m = get_manifest(model)
     path = installed_path(m)
     if path is None and m.source.parts and installed_part_paths(m) is not None:
-        from lsp_server.pull import assemble_installed_parts
-
         path = assemble_installed_parts(m)
     if path is None:
         where = ", ".join(str(p) for p in candidate_paths(m))
         raise ModelFileError(f"model {m.id} is not installed (looked in {where}); {install_hint(m)}")
     verify_file(path, m.source.sha256)
     return ResolvedModel(str(path), m)
+
+
+# ------------------------------------------------- placing verified files in the cache
+
+
+class PullError(ModelFileError):
+    """A pull failed; the message says why and what was kept (never a corrupt file)."""
+
+
+def place_verified(m: Manifest, part: Path, expected: str | None, actual: str) -> Path:
+    """Rename a complete ``part`` into place if its sha256 is right, else delete it."""
+    final = model_dir(m) / m.source.filename
+    if expected and actual != expected:
+        part.unlink(missing_ok=True)
+        raise PullError(
+            f"sha256 mismatch for {m.id}: got {actual}, expected {expected}; the download was deleted, "
+            "nothing was installed (a corrupt mirror or a changed upstream file: check the manifest)"
+        )
+    os.replace(part, final)
+    record_verified(final, actual)
+    if not expected:
+        logger.warning("%s has no published sha256; recorded %s", m.id, actual)
+    return final
+
+
+def _copy_hashing(chunks: Iterable[BinaryIO], out: BinaryIO) -> str:
+    h = hashlib.sha256()
+    for fh in chunks:
+        while True:
+            block = fh.read(_CHUNK)
+            if not block:
+                break
+            h.update(block)
+            out.write(block)
+    return h.hexdigest()
+
+
+def assemble(m: Manifest, opener: Iterable[tuple[object, BinaryIO]]) -> Path:
+    dest = model_dir(m)
+    dest.mkdir(parents=True, exist_ok=True)
+    part = dest / (m.source.filename + ".part")
+    try:
+        with open(part, "wb") as out:
+            handles = []
+            for owner, fh in opener:
+                handles.append((owner, fh))
+            try:
+                actual = _copy_hashing((fh for _, fh in handles), out)
+            finally:
+                for owner, fh in handles:
+                    fh.close()
+                    close = getattr(owner, "close", None)
+                    if close is not None:
+                        close()
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return place_verified(m, part, m.source.sha256, actual)
+
+
+def assemble_installed_parts(m: Manifest) -> Path:
+    """Concatenate locally installed chunk packages into the cache (no network)."""
+    paths = installed_part_paths(m)
+    if paths is None:
+        raise PullError(f"the chunk packages of {m.id} are not all installed")
+    logger.info("assembling %s from %d installed chunk packages", m.id, len(paths))
+    return assemble(m, ((None, open(p, "rb")) for p in paths))

@@ -12,8 +12,9 @@ import threading
 
 
 def main() -> int:
-    from lsp_server.backends import GenerationRequest, load_model
+    from lsp_server.backends import GenerationRequest
     from lsp_server.config import Settings
+    from lsp_server.engine.model import load_model
 
     model = load_model(Settings(context_tokens=512))
     backend = model.backend

@@ -1,18 +1,20 @@
 """Model backends behind one interface (see ``base.py``).
 
-``load_model(settings)`` picks the backend the settings name:
+``load_backend(settings)`` loads the model the settings name with the backend they name:
 
 - ``llama_cpp`` (default): a GGUF file in this process through llama-cpp-python.
 - ``ctransformers`` (optional extra): legacy GGML files and GGUF Llama models with a
   SentencePiece vocabulary (Code Llama, Mistral); other models are refused with a message
   that says why.
 - ``openai``: any OpenAI-compatible ``/v1/completions`` server at ``endpoint``.
+
+A backend only loads a model and streams tokens.  Which prompt layout a model family
+wants is data in ``lsp_server/families``; the engine pairs the two (``engine/model.py``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lsp_server.backends.base import (
@@ -25,7 +27,6 @@ from lsp_server.backends.base import (
     ModelInfo,
 )
 from lsp_server.config import Settings
-from lsp_server.engine.templates import PromptTemplate, get_template, template_from_fim_tokens
 
 if TYPE_CHECKING:
     from lsp_server.registry import Manifest
@@ -36,40 +37,12 @@ __all__ = [
     "FimTokens",
     "GenerationRequest",
     "GenerationResult",
-    "LoadedModel",
     "ModelFileError",
     "ModelInfo",
-    "load_model",
+    "load_backend",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    """A backend plus what the engine needs to prompt it."""
-
-    backend: Backend
-    template: PromptTemplate
-    stop: tuple[str, ...]
-    manifest: Manifest | None = None
-
-    @property
-    def description(self) -> str:
-        info = self.backend.info
-        return f"{info.name} on {info.device} ({self.template.name} prompt, {info.n_ctx} tokens of context)"
-
-
-def _prompt_setup(backend: Backend, manifest: Manifest | None) -> tuple[PromptTemplate, tuple[str, ...]]:
-    """The template and stop strings: from the manifest, else from the model's own vocab."""
-    if manifest is not None:
-        fim = backend.info.fim
-        # Spell the control tokens as this file's vocabulary does (CodeLlama: "▁<PRE>").
-        template = get_template(manifest.template).with_control_tokens(fim.prefix, fim.suffix, fim.middle)
-        return template, tuple(dict.fromkeys(template.stop + manifest.stop))
-    fim = backend.info.fim
-    template = template_from_fim_tokens(fim.prefix, fim.suffix, fim.middle, fim.eot)
-    return template, tuple(dict.fromkeys(template.stop + fim.eot))
 
 
 def _n_ctx(settings: Settings, manifest: Manifest | None) -> int:
@@ -79,14 +52,13 @@ def _n_ctx(settings: Settings, manifest: Manifest | None) -> int:
     return n_ctx
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """Load the model the settings name.  Raises BackendError with a user-facing message."""
+def load_backend(settings: Settings) -> tuple[Backend, Manifest | None]:
+    """Load the model the settings name, and its manifest where the registry knows it.
+    Raises BackendError with a user-facing message."""
     if settings.backend == "openai":
         from lsp_server.backends.openai import load_openai
 
-        backend, manifest = load_openai(settings)
-        template, stop = _prompt_setup(backend, manifest)
-        return LoadedModel(backend=backend, template=template, stop=stop, manifest=manifest)
+        return load_openai(settings)
 
     from lsp_server.registry import resolve_model
 
@@ -123,5 +95,4 @@ def load_model(settings: Settings) -> LoadedModel:
         )
     else:
         raise BackendError(f"unknown backend {settings.backend!r}; expected llama_cpp, ctransformers or openai")
-    template, stop = _prompt_setup(backend_impl, manifest)
-    return LoadedModel(backend=backend_impl, template=template, stop=stop, manifest=manifest)
+    return backend_impl, manifest

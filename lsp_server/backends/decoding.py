@@ -25,6 +25,25 @@ from lsp_server.backends.base import BackendError, FimTokens, GenerationRequest,
 
 logger = logging.getLogger(__name__)
 
+_log_callback_ref: Any = None
+
+
+def silence_llama_logs(llama_cpp: Any) -> None:
+    """llama.cpp prints to stderr; keep only errors, through our logger."""
+    global _log_callback_ref
+    if _log_callback_ref is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def _callback(level: int, text: bytes, user_data: Any) -> None:
+        if level <= 2:  # GGML_LOG_LEVEL_ERROR = 2 (NONE=0, DEBUG=1... varies): keep errors
+            msg = text.decode("utf-8", "replace").rstrip()
+            if msg:
+                logger.debug("llama.cpp: %s", msg)
+
+    _log_callback_ref = _callback
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
 
 class PieceIndex:
     """Which tokens may come next when the output must start with given bytes (token
@@ -189,9 +208,7 @@ class GgufVocab:
             from llama_cpp._internals import LlamaModel
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise BackendError("llama-cpp-python is needed to read the model's vocabulary") from exc
-        from lsp_server.backends.llama_cpp import _silence_llama_logs
-
-        _silence_llama_logs(llama_cpp)
+        silence_llama_logs(llama_cpp)
         self._lib = llama_cpp
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True

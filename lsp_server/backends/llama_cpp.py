@@ -9,13 +9,11 @@ constrain the first tokens for token healing, and stop on syntax conditions.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -27,29 +25,16 @@ from lsp_server.backends.base import (
     ModelFileError,
     ModelInfo,
 )
-from lsp_server.backends.decoding import PieceIndex, check_request, common_prefix_len, decode, token_piece
+from lsp_server.backends.decoding import (
+    PieceIndex,
+    check_request,
+    common_prefix_len,
+    decode,
+    silence_llama_logs,
+    token_piece,
+)
 
 logger = logging.getLogger(__name__)
-
-_log_callback_ref: Any = None
-
-
-def _silence_llama_logs(llama_cpp: Any) -> None:
-    """llama.cpp prints to stderr; keep only errors, through our logger."""
-    global _log_callback_ref
-    if _log_callback_ref is not None:
-        return
-
-    @llama_cpp.llama_log_callback
-    def _callback(level: int, text: bytes, user_data: Any) -> None:
-        if level <= 2:  # GGML_LOG_LEVEL_ERROR = 2 (NONE=0, DEBUG=1... varies): keep errors
-            msg = text.decode("utf-8", "replace").rstrip()
-            if msg:
-                logger.debug("llama.cpp: %s", msg)
-
-    _log_callback_ref = _callback
-    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
-
 
 def check_gguf_header(path: str) -> None:
     """Fail early, with the path, on a file that is not a GGUF model."""
@@ -94,7 +79,7 @@ class LlamaCppBackend:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise BackendError("llama-cpp-python is not installed; run `make install` (see README)") from exc
         self._lib = llama_cpp
-        _silence_llama_logs(llama_cpp)
+        silence_llama_logs(llama_cpp)
         n_threads = threads or default_threads()
         t0 = time.perf_counter()
         try:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lsp_server.context.documents import Document, DocumentStore
-from lsp_server.engine.postprocess import SyntaxHint
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +74,16 @@ EXTENSIONS = {
 }
 
 _parsers: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class SyntaxHint:
+    """What tree-sitter knows about the cursor position (all False when unknown)."""
+
+    in_comment: bool = False
+    in_string: bool = False
+    block_body_expected: bool = False  # e.g. after "def f():" with an empty body
+    has_error: bool = False
 
 
 def language_for(path_or_uri: str, language_id: str = "") -> str | None:

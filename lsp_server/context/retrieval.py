@@ -36,7 +36,7 @@ from typing import Any
 from lsp_server.context.index import WorkspaceIndex, language_of
 from lsp_server.context.parser import SnapshotTrees, text_edit
 from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
-from lsp_server.engine.templates import ContextChunk
+from lsp_server.families.completion import ContextChunk
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from lsp_server.context.documents import Document, DocumentStore
 from lsp_server.context.index import ProgressCallback, WorkspaceIndex
 from lsp_server.context.retrieval import Retriever, uri_to_path
 from lsp_server.context.watcher import IndexUpdater, WorkspaceWatcher
-from lsp_server.engine.templates import ContextChunk
+from lsp_server.families.completion import ContextChunk
 
 logger = logging.getLogger(__name__)
 

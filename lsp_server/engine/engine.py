@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from lsp_server.backends import BackendError, GenerationRequest, LoadedModel
+from lsp_server.backends import BackendError, GenerationRequest
 from lsp_server.config import Settings
-from lsp_server.engine.postprocess import CursorText, Mode, SyntaxHint, decide_mode, finalize, stop_condition
+from lsp_server.context.parser import SyntaxHint
+from lsp_server.engine.model import LoadedModel
+from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, stop_condition
 from lsp_server.engine.prompt import PromptBudget, PromptBuilder
-from lsp_server.engine.templates import ContextChunk
+from lsp_server.families.completion import ContextChunk
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class CompletionEngine:
         context: ContextProvider | None = None,
     ) -> None:
         if loader is None:
-            from lsp_server.backends import load_model
+            from lsp_server.engine.model import load_model
 
             loader = load_model
         self.settings = settings

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lsp_server.context.parser import SyntaxHint
+
 _WORD = re.compile(r"\w")
 _CLOSERS = set(")]}>\"'`;:,. \t")
 BLOCK_OPENERS = (":", "{", "(", "[", "=>", "->", " do", " then")
@@ -21,16 +23,6 @@ class Mode(enum.Enum):
     NONE = "none"
     LINE = "line"
     BLOCK = "block"
-
-
-@dataclass(frozen=True)
-class SyntaxHint:
-    """What tree-sitter knows about the cursor position (all False when unknown)."""
-
-    in_comment: bool = False
-    in_string: bool = False
-    block_body_expected: bool = False  # e.g. after "def f():" with an empty body
-    has_error: bool = False
 
 
 @dataclass(frozen=True)

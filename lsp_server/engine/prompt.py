@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lsp_server.engine.templates import ContextChunk, PromptTemplate, Segment
+from lsp_server.families.completion import ContextChunk, PromptTemplate, Segment
 
 PREFIX_LINE_QUANTUM = 16
 # Characters per token is rarely below 1.5 for code; reading more than this many characters

@@ -223,7 +223,9 @@ def _word_before(text: str) -> str:
     return text[i:]
 
 
-def create_server(settings: Settings | None = None) -> QuillServer:
+def build_core(settings: Settings | None = None) -> QuillServer:
+    """The server with its core handlers (documents, completions, status, shutdown).
+    Feature modules add theirs: see ``protocol/app.py``."""
     server = QuillServer(settings)
 
     @server.feature(types.INITIALIZE)
@@ -367,9 +369,4 @@ def create_server(settings: Settings | None = None) -> QuillServer:
                 logger.exception("shutdown hook failed")
         ls.engine.shutdown()
 
-    # Feature modules: each registers its own handlers and hooks on the server.
-    from lsp_server.protocol import code_actions, workspace_features
-
-    workspace_features.register(server)
-    code_actions.register(server)
     return server

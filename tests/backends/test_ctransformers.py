@@ -8,10 +8,11 @@ import threading
 
 import pytest
 
-from lsp_server.backends import BackendError, GenerationRequest, load_model
+from lsp_server.backends import BackendError, GenerationRequest
 from lsp_server.backends.ctransformers import check_ctransformers_can_load
 from lsp_server.config import Settings
 from lsp_server.engine.engine import CompletionEngine, CompletionRequest, ModelUnavailable
+from lsp_server.engine.model import load_model
 from lsp_server.registry import get_manifest
 
 from .conftest import smollm2_path

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from lsp_server.backends import BackendError, GenerationRequest, load_model
+from lsp_server.backends import BackendError, GenerationRequest
 from lsp_server.backends.openai import EndpointError
 from lsp_server.config import Settings
 from lsp_server.engine.engine import CompletionEngine, CompletionRequest, ModelUnavailable
+from lsp_server.engine.model import load_model
 
 from .conftest import API_KEY_ENV, closed_port, post_json
 

@@ -6,8 +6,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from lsp_server.backends import GenerationRequest, GenerationResult, LoadedModel, ModelInfo
-from lsp_server.engine.templates import get_template
+from lsp_server.backends import GenerationRequest, GenerationResult, ModelInfo
+from lsp_server.engine.model import LoadedModel
+from lsp_server.families.completion import get_template
 
 
 class CharTokenizer:

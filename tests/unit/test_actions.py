@@ -7,10 +7,11 @@ import threading
 import pytest
 from tree_sitter_language_pack import get_parser
 
-from lsp_server.backends import LoadedModel
 from lsp_server.engine import actions as act
 from lsp_server.engine.actions import ActionKind, CodeRegion
-from lsp_server.engine.templates import get_template
+from lsp_server.engine.model import LoadedModel
+from lsp_server.families import chat
+from lsp_server.families.completion import get_template
 from tests.unit.fakes import FakeBackend
 
 CHATML_JINJA = (
@@ -175,17 +176,17 @@ def test_unicode_offsets_round_trip() -> None:
 
 
 def test_prompt_style_from_registry_and_gguf() -> None:
-    assert act.prompt_style("chatml", None, has_manifest=True).name == "chatml"  # type: ignore[union-attr]
-    assert act.prompt_style("llama2", None, has_manifest=True).name == "llama2"  # type: ignore[union-attr]
-    assert act.prompt_style("starchat", None, has_manifest=True).name == "phi3"  # type: ignore[union-attr]
-    assert act.prompt_style("phind", None, has_manifest=True).name == "phind"  # type: ignore[union-attr]
+    assert chat.prompt_style("chatml", None, has_manifest=True).name == "chatml"  # type: ignore[union-attr]
+    assert chat.prompt_style("llama2", None, has_manifest=True).name == "llama2"  # type: ignore[union-attr]
+    assert chat.prompt_style("starchat", None, has_manifest=True).name == "phi3"  # type: ignore[union-attr]
+    assert chat.prompt_style("phind", None, has_manifest=True).name == "phind"  # type: ignore[union-attr]
     # A base model: the manifest says so, whatever the GGUF carries.
-    assert act.prompt_style(None, CHATML_JINJA, has_manifest=True) is None
-    assert act.prompt_style("none", CHATML_JINJA, has_manifest=True) is None
+    assert chat.prompt_style(None, CHATML_JINJA, has_manifest=True) is None
+    assert chat.prompt_style("none", CHATML_JINJA, has_manifest=True) is None
     # A bare .gguf: its own template decides.
-    assert act.prompt_style(None, CHATML_JINJA, has_manifest=False).name == "chatml"  # type: ignore[union-attr]
-    assert act.prompt_style("mystery", "<s>[INST] {{ x }} [/INST]", has_manifest=True).name == "mistral"  # type: ignore[union-attr]
-    assert act.prompt_style(None, None, has_manifest=False) is None
+    assert chat.prompt_style(None, CHATML_JINJA, has_manifest=False).name == "chatml"  # type: ignore[union-attr]
+    assert chat.prompt_style("mystery", "<s>[INST] {{ x }} [/INST]", has_manifest=True).name == "mistral"  # type: ignore[union-attr]
+    assert chat.prompt_style(None, None, has_manifest=False) is None
 
 
 def test_unknown_gguf_template_is_rendered_with_jinja() -> None:
@@ -193,8 +194,8 @@ def test_unknown_gguf_template_is_rendered_with_jinja() -> None:
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
         "<<{{ m['role'] }}>>{{ m['content'] }}<<end>>{% endfor %}{% if add_generation_prompt %}<<bot>>{% endif %}"
     )
-    style = act.prompt_style(None, jinja, has_manifest=False)
-    assert isinstance(style, act.JinjaChatFormat)
+    style = chat.prompt_style(None, jinja, has_manifest=False)
+    assert isinstance(style, chat.JinjaChatFormat)
     segs = style.segments("SYS", "USER <|im_end|>")
     assert segs is not None
     text = "".join(s.text for s in segs)
@@ -204,22 +205,22 @@ def test_unknown_gguf_template_is_rendered_with_jinja() -> None:
 
 
 def test_chat_segments_keep_user_code_as_text() -> None:
-    segs = act.CHAT_FORMATS["chatml"].segments("sys", "code with <|im_end|> inside")
+    segs = chat.CHAT_FORMATS["chatml"].segments("sys", "code with <|im_end|> inside")
     controls = [s.text for s in segs if s.kind == "control"]
     assert controls == ["<|im_start|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<|im_start|>"]
     assert any(s.kind == "text" and "<|im_end|> inside" in s.text for s in segs)
-    mistral = act.CHAT_FORMATS["mistral"].segments("sys", "hi")
+    mistral = chat.CHAT_FORMATS["mistral"].segments("sys", "hi")
     assert "".join(s.text for s in mistral) == "[INST] sys\n\nhi [/INST]"
 
 
 def test_rewrite_prompt_opens_a_fence_longer_than_any_in_the_code() -> None:
     req = act.ActionRequest(ActionKind.SIMPLIFY, 'doc = """```py\nx\n```"""', "python", "a.py")
-    prompt = act.build_prompt(req, act.CHAT_FORMATS["chatml"])
+    prompt = act.build_prompt(req, chat.CHAT_FORMATS["chatml"])
     assert prompt.fenced_answer and prompt.segments[-1].text == "````python\n"
     assert "````" in prompt.stop
     plain = act.build_prompt(req, None)
     assert plain.fenced_answer and plain.segments[-1].text.endswith("````python\n")
-    explain = act.build_prompt(act.ActionRequest(ActionKind.EXPLAIN, "x = 1", "python"), act.CHAT_FORMATS["chatml"])
+    explain = act.build_prompt(act.ActionRequest(ActionKind.EXPLAIN, "x = 1", "python"), chat.CHAT_FORMATS["chatml"])
     assert not explain.fenced_answer and explain.segments[-1].text == "assistant\n"
 
 
@@ -418,7 +419,7 @@ def test_docstring_primer_opens_the_docstring() -> None:
     assert act.python_docstring_primer("def f(\n    a,\n):\n    pass") == ""  # multi-line header
     assert act.python_docstring_primer("x = 1") == ""
     req = act.ActionRequest(ActionKind.DOCSTRING, AREA, "python")
-    prompt = act.build_prompt(req, act.CHAT_FORMATS["chatml"])
+    prompt = act.build_prompt(req, chat.CHAT_FORMATS["chatml"])
     assert prompt.segments[-1].text.endswith('def circle_area(radius):\n    """')
     assert prompt.answer_prefix == 'def circle_area(radius):\n    """'
 

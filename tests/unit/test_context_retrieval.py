@@ -12,7 +12,7 @@ from lsp_server.context.documents import DocumentStore
 from lsp_server.context.workspace import WorkspaceContext, build_context_provider
 from lsp_server.engine.engine import CompletionRequest
 from lsp_server.engine.prompt import PromptBudget, PromptBuilder
-from lsp_server.engine.templates import get_template
+from lsp_server.families.completion import get_template
 
 from .test_context_index import make_workspace
 
@@ -162,7 +162,7 @@ def test_plain_text_file_degrades_to_nothing(context: WorkspaceContext, ws: Path
 
 @pytest.mark.model
 def test_budget_never_exceeded_with_the_real_tokenizer(context: WorkspaceContext, ws: Path) -> None:
-    from lsp_server.backends import load_model
+    from lsp_server.engine.model import load_model
 
     model = load_model(Settings())
     try:

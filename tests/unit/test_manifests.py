@@ -7,7 +7,7 @@ import pytest
 
 from lsp_server import registry
 from lsp_server.cli import main as cli_main
-from lsp_server.engine.templates import get_template
+from lsp_server.families.completion import get_template
 
 # The families the issue lists, by manifest id.
 REQUIRED = [

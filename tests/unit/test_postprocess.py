@@ -1,4 +1,5 @@
-from lsp_server.engine.postprocess import CursorText, Mode, SyntaxHint, decide_mode, finalize, stop_condition
+from lsp_server.context.parser import SyntaxHint
+from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, stop_condition
 
 
 def cur(prefix: str, suffix: str = "") -> CursorText:

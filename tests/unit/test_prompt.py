@@ -1,5 +1,5 @@
 from lsp_server.engine.prompt import PREFIX_LINE_QUANTUM, PromptBudget, PromptBuilder
-from lsp_server.engine.templates import ContextChunk, get_template
+from lsp_server.families.completion import ContextChunk, get_template
 
 from .fakes import CharTokenizer
 

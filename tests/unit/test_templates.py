@@ -8,7 +8,7 @@ failure shows where the layout differs.
 import pytest
 
 from lsp_server.engine.prompt import PromptBudget, PromptBuilder
-from lsp_server.engine.templates import (
+from lsp_server.families.completion import (
     TEMPLATES,
     ContextChunk,
     comment_for,
