@@ -1,11 +1,14 @@
 """Which files of a workspace are worth indexing.
 
 - ``.gitignore`` files (the root's and nested ones, each relative to its own directory)
-  and ``.git/info/exclude``, with git's pattern rules: ``*`` and ``?`` stay inside one
-  path component, ``**`` crosses them, a leading or inner ``/`` anchors the pattern to
-  its directory, a trailing ``/`` matches directories only, ``!`` re-includes, and the
-  last matching pattern wins.  (As in git, a file inside an excluded directory cannot be
-  re-included.)
+  and ``.git/info/exclude``.  Each file's patterns are git's, matched by pathspec's
+  :class:`~pathspec.GitIgnoreSpec`: ``*`` and ``?`` stay inside one path component, a
+  ``**`` component crosses them, a leading or inner ``/`` anchors the pattern to its
+  directory, a trailing ``/`` matches directories only, ``!`` re-includes, and the last
+  matching pattern wins.  Between files, the deepest one with a matching pattern wins.
+  (As in git, a file inside an excluded directory cannot be re-included: the walk never
+  enters the directory, and :meth:`IgnoreRules.ignored_anywhere` checks the parents
+  first.)
 - Directories that hold vendored or generated code, caches and virtual environments.
 - Files that are binary, generated (a marker such as ``@generated`` or "DO NOT EDIT" in
   their first lines), minified, or bigger than :data:`MAX_FILE_BYTES`.
@@ -16,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+
+from pathspec import GitIgnoreSpec
 
 MAX_FILE_BYTES = 1_000_000
 MAX_LINE_CHARS = 2_000  # a first line longer than this is minified/generated
@@ -97,49 +102,46 @@ def looks_generated(head: bytes) -> bool:
     return (nl == -1 and len(head) > MAX_LINE_CHARS) or nl > MAX_LINE_CHARS
 
 
-def _translate(pattern: str) -> str:
-    """Regex for one gitignore glob (already without '!', leading '/', trailing '/')."""
-    out = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern[i : i + 2] == "**":
-                # "**/" : zero or more directories; "/**" at the end: everything inside.
-                if pattern[i : i + 3] == "**/":
-                    out.append("(?:.*/)?")
-                    i += 3
-                    continue
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+# pathspec's GitIgnoreSpec answers for a file path given whole ("a/b/c.py"), so its
+# patterns also match everything below a matching directory: "build/" matches
+# "build/x.py" too.  The walk asks instead about one path at a time, top-down, once its
+# parents passed, and git judges each path by its own name -- a directory ignored by a
+# root rule stays ignored even when a later rule re-includes its parent.  So only a
+# pattern's matches of the path itself count: its regex has to reach the end of the path
+# (a directory's trailing "/" being the dir mark group "ps_d", which GitIgnoreSpec uses
+# the same way), and a pattern without that group ("dir/**", "*") matches only below
+# some directory, so it counts when it matches the path without its trailing "/".
+_DIR_MARK = "ps_d"
 
 
 @dataclass(frozen=True)
 class _Rule:
     regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
+    below_only: bool  # a "dir/**" pattern: the regex matches what lies below some directory
+    ignore: bool  # False: "!" re-includes
+
+    def matches(self, path: str) -> bool:
+        """Whether the rule matches ``path`` (a directory with a trailing ``/``) itself."""
+        if self.below_only:
+            return self.regex.search(path.rstrip("/")) is not None
+        found = self.regex.search(path)
+        return found is not None and found.end(_DIR_MARK) in (-1, len(path))
+
+
+def _parse(lines: list[str]) -> GitIgnoreSpec:
+    """pathspec's patterns for ``lines``, leaving out the ones git does not use: a lone
+    ``!`` or a trailing backslash (pathspec would raise) and ``/`` or ``!/`` (pathspec
+    would read ``!/`` as "every directory")."""
+    usable = []
+    for line in lines:
+        if not line.strip().removeprefix("!").strip("/"):
+            continue
+        try:
+            GitIgnoreSpec.from_lines([line])
+        except ValueError:
+            continue
+        usable.append(line)
+    return GitIgnoreSpec.from_lines(usable)
 
 
 class IgnoreFile:
@@ -147,37 +149,27 @@ class IgnoreFile:
 
     def __init__(self, base: str, lines: list[str]) -> None:
         self.base = base
+        self.spec = _parse(lines)
         self.rules: list[_Rule] = []
-        for raw in lines:
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line or line.startswith("#"):
+        for pattern in self.spec.patterns:
+            regex = getattr(pattern, "regex", None)
+            if pattern.include is None or regex is None:  # a comment or a blank line
                 continue
-            # Trailing spaces are ignored unless escaped.
-            while line.endswith(" ") and not line.endswith("\\ "):
-                line = line[:-1]
-            negate = line.startswith("!")
-            if negate:
-                line = line[1:]
-            elif line.startswith("\\!") or line.startswith("\\#"):
-                line = line[1:]
-            dir_only = line.endswith("/")
-            line = line.rstrip("/")
-            if not line:
-                continue
-            anchored = "/" in line
-            line = line.lstrip("/")
-            body = _translate(line)
-            regex = ("^" if anchored else "^(?:.*/)?") + body + "$"
-            self.rules.append(_Rule(re.compile(regex), negate, dir_only))
+            if _DIR_MARK in regex.groupindex:
+                self.rules.append(_Rule(re.compile(f"(?:{regex.pattern})\\Z"), False, pattern.include))
+            else:
+                self.rules.append(_Rule(regex, True, pattern.include))
 
     def match(self, rel: str, is_dir: bool) -> bool | None:
-        """True: ignored, False: re-included, None: no rule matched."""
+        """True: ignored, False: re-included, None: no rule matched; the last matching rule
+        wins.  ``rel`` uses ``/`` separators; a directory is checked with a trailing ``/``,
+        so that directory-only rules (``out/``) apply to it and not to a file of that name.
+        """
+        path = rel + "/" if is_dir else rel
         verdict = None
         for rule in self.rules:
-            if rule.dir_only and not is_dir:
-                continue
-            if rule.regex.match(rel):
-                verdict = not rule.negate
+            if rule.matches(path):
+                verdict = rule.ignore
         return verdict
 
 
@@ -209,8 +201,9 @@ class IgnoreRules:
         self._files.pop(directory, None)
 
     def ignored(self, path: str, is_dir: bool) -> bool:
-        """True when git would ignore ``path`` (absolute, under the root), judged on its own
-        (the caller walks top-down and never enters an ignored directory)."""
+        """True when git would ignore ``path`` (absolute, under the root).  The built-in
+        skips (:data:`SKIP_DIRS`, :data:`SKIP_SUFFIXES`) are judged on ``path`` alone (the
+        caller walks top-down and never enters an ignored directory)."""
         path = os.path.abspath(path)
         name = os.path.basename(path)
         if is_dir and name in SKIP_DIRS:

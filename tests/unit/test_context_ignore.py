@@ -91,3 +91,26 @@ def test_build_dirs_that_are_packages_are_kept(tmp_path: Path) -> None:
 )
 def test_generated_and_binary(head: bytes, generated: bool) -> None:
     assert looks_generated(head) is generated
+
+
+def test_nested_negation_and_directory_rules(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("*.log\nbuild/\n!/src/\n")
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / ".gitignore").write_text("!keep.log\nlocal/\n")
+    rules = IgnoreRules(str(tmp_path))
+    assert rules.ignored(str(tmp_path / "src" / "a.log"), False)
+    assert not rules.ignored(str(tmp_path / "src" / "pkg" / "keep.log"), False)  # the nested "!" re-includes
+    assert rules.ignored(str(tmp_path / "src" / "pkg" / "other.log"), False)
+    assert rules.ignored(str(tmp_path / "src" / "pkg" / "local"), True)
+    assert not rules.ignored(str(tmp_path / "local"), True)  # only under src/pkg/
+    # build/ is judged by its own name: re-including its parent src/ does not re-include it.
+    assert rules.ignored(str(tmp_path / "src" / "build"), True)
+    assert not rules.ignored(str(tmp_path / "src"), True)
+
+
+def test_whitelist_idiom_and_unusable_lines() -> None:
+    rules = IgnoreFile("/r", ["*", "!*/", "!*.py", "!", "/", "!/", "bad\\"])
+    assert rules.match("notes.txt", False) is True
+    assert rules.match("pkg/notes.txt", False) is True
+    assert rules.match("pkg", True) is False  # directories re-included, so the walk enters them
+    assert rules.match("pkg/a.py", False) is False
