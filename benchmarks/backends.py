@@ -25,11 +25,8 @@ the same model and thread count.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,149 +34,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.harness import LlamaServer, LlamaShape, installed_model, spm_vocab, write_llama_gguf  # noqa: E402
 from lsp_server.backends import Backend, GenerationRequest  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
 from lsp_server.engine.model import load_model  # noqa: E402
-from lsp_server.registry import get_manifest, installed_path  # noqa: E402
 
 SAMPLE = Path(__file__).read_text(encoding="utf-8") * 4
 
 
 def build_synthetic(path: Path, seed: int = 0) -> Path:
     """SmolLM2-135M's shape as a GGUF llama with a SentencePiece vocab, Q8_0, random weights."""
-    import gguf
-    from gguf.quants import quantize
-
-    n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab = 576, 30, 9, 3, 1536, 32000
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("synthetic-135m-spm")
-    w.add_context_length(2048)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
-    w.add_rope_dimension_count(n_embd // n_head)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    tokens, scores, types = ["<unk>", "<s>", "</s>"], [0.0, 0.0, 0.0], [2, 3, 3]
-    for b in range(256):
-        tokens.append(f"<0x{b:02X}>")
-        scores.append(0.0)
-        types.append(6)
+    n_vocab = 32000
     words = sorted({w_ for w_ in SAMPLE.replace("\n", " ").split(" ") if w_.isidentifier()})
     pieces = ["▁"] + [f"▁{x}" for x in words] + words
     i = 0
-    while len(tokens) + len(pieces) < n_vocab:
+    while len(pieces) < n_vocab - 3 - 256:  # the room <unk> <s> </s> and the byte pieces leave
         pieces.append(f"▁tok{i}")
         i += 1
-    for j, p in enumerate(dict.fromkeys(pieces)):
-        if len(tokens) >= n_vocab:
-            break
-        tokens.append(p)
-        scores.append(-float(j))
-        types.append(1)
-    while len(tokens) < n_vocab:
-        tokens.append(f"▁pad{len(tokens)}")
-        scores.append(-1e6)
-        types.append(1)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-
-    def q8(name: str, *shape: int) -> None:
-        data = (rng.standard_normal(shape) * 0.05).astype(np.float32)
-        w.add_tensor(name, quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-
-    q8("token_embd.weight", n_vocab, n_embd)
-    kv = n_embd // n_head * n_head_kv
-    for layer in range(n_layer):
-        w.add_tensor(f"blk.{layer}.attn_norm.weight", np.ones(n_embd, np.float32))
-        q8(f"blk.{layer}.attn_q.weight", n_embd, n_embd)
-        q8(f"blk.{layer}.attn_k.weight", kv, n_embd)
-        q8(f"blk.{layer}.attn_v.weight", kv, n_embd)
-        q8(f"blk.{layer}.attn_output.weight", n_embd, n_embd)
-        w.add_tensor(f"blk.{layer}.ffn_norm.weight", np.ones(n_embd, np.float32))
-        q8(f"blk.{layer}.ffn_gate.weight", n_ff, n_embd)
-        q8(f"blk.{layer}.ffn_up.weight", n_ff, n_embd)
-        q8(f"blk.{layer}.ffn_down.weight", n_embd, n_ff)
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    q8("output.weight", n_vocab, n_embd)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LlamaServer:
-    """``python -m llama_cpp.server`` on 127.0.0.1 for the openai backend."""
-
-    def __init__(self, model: Path, threads: int) -> None:
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(model),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                str(threads),
-                "--n_threads_batch",
-                str(threads),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited; see {self.log.name}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/v1/models")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError("llama_cpp.server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.unlink(self.log.name)
+    shape = LlamaShape(n_embd=576, n_layer=30, n_head=9, n_head_kv=3, n_ff=1536, context_length=2048)
+    vocab = spm_vocab(pieces, size=n_vocab)
+    return write_llama_gguf(path, vocab, shape, name="synthetic-135m-spm", q8_0=True, weight_scale=0.05, seed=seed)
 
 
 def one_round(backend: Backend, prompt: list[int], new_tokens: int, r: int, out: dict[str, list[float]]) -> int:
@@ -209,7 +86,7 @@ def compare(label: str, path: str, threads: int, prompt_tokens: int, new_tokens:
         for name in ("llama_cpp", "ctransformers", "openai"):
             try:
                 if name == "openai":
-                    server = LlamaServer(Path(path), threads)
+                    server = LlamaServer(path, threads, threads_batch=threads)
                     settings = Settings(backend="openai", endpoint=server.url, model=path, **common)
                 else:
                     settings = Settings(backend=name, model=path, **common)
@@ -249,7 +126,7 @@ def main() -> int:
     ap.add_argument("--skip-synthetic", action="store_true")
     args = ap.parse_args()
 
-    smol = installed_path(get_manifest("smollm2-135m-instruct"))
+    smol = installed_model("smollm2-135m-instruct")
     with tempfile.TemporaryDirectory(prefix="quill-bench-") as tmp:
         models: list[tuple[str, str]] = []
         if smol is not None:

@@ -30,6 +30,10 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import percentile as pct  # noqa: E402
+
 STDLIB_FILES = ["textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "csv.py", "calendar.py", "cmd.py", "difflib.py"]
 PREFIX_LINES = 40
 SUFFIX_LINES = 10
@@ -71,15 +75,6 @@ def make_cases(n: int, keys: int, seed: int = 0) -> list[Case]:
             )
     rng.shuffle(candidates)
     return candidates[:n]
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 async def run_both(

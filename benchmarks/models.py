@@ -29,9 +29,7 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -42,6 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.harness import dev_dir, fim_passes, percentile, read_jsonl  # noqa: E402
 from lsp_server.backends import GenerationRequest  # noqa: E402
 from lsp_server.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
@@ -50,42 +49,15 @@ from lsp_server.engine.model import LoadedModel, load_model  # noqa: E402
 from lsp_server.families.completion import get_template  # noqa: E402
 from lsp_server.registry import get_manifest, resolve_model  # noqa: E402
 
-DEV_CANDIDATES = [HERE.parent.parent / "shared" / "eval" / "dev", Path("/work/shared/eval/dev")]
 MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def run_fim_test(prefix: str, middle: str, suffix: str, test: str, entry_point: str, timeout: float = 5.0) -> bool:
-    program = prefix + middle + suffix + "\n" + test + f"\ncheck({entry_point})\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
-        fh.write(program)
-        path = fh.name
-    try:
-        proc = subprocess.run([sys.executable, path], capture_output=True, timeout=timeout)
-        return proc.returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-    finally:
-        os.unlink(path)
 
 
 def load_cases(path: Path | None, limit: int | None) -> list[dict[str, Any]]:
     if path is None:
-        for d in DEV_CANDIDATES:
-            if (d / "fim_random_span.jsonl").is_file():
-                path = d / "fim_random_span.jsonl"
-                break
-    if path is None or not path.is_file():
+        path = dev_dir() / "fim_random_span.jsonl"
+    if not path.is_file():
         raise SystemExit("fim_random_span.jsonl not found; pass --dev-set")
-    cases = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cases = read_jsonl(path)
     return cases[:limit] if limit else cases
 
 
@@ -116,6 +88,16 @@ def loader_with(swa_full: bool) -> Callable[[Settings], LoadedModel]:
 
 
 # -------------------------------------------------------------------------- quality
+def quality_row(cases: int, passed: int, exact: int, lat: list[float]) -> dict[str, Any]:
+    return {
+        "cases": cases,
+        "pass@1": passed / cases,
+        "exact": exact / cases,
+        "p50_ms": percentile(lat, 0.5),
+        "p95_ms": percentile(lat, 0.95),
+    }
+
+
 def quality_engine(model: str, cases: list[dict[str, Any]], threads: int) -> dict[str, Any]:
     from lsp_server.context.documents import DocumentStore
     from lsp_server.context.parser import DocumentParser
@@ -148,15 +130,9 @@ def quality_engine(model: str, cases: list[dict[str, Any]], threads: int) -> dic
     finally:
         engine.shutdown()
     for case, out in zip(cases, outputs, strict=True):
-        passed += run_fim_test(case["prefix"], out, case["suffix"], case["test"], case["entry_point"])
+        passed += fim_passes(case, out)
         exact += out.strip() == case["ground_truth"].strip()
-    return {
-        "cases": len(cases),
-        "pass@1": passed / len(cases),
-        "exact": exact / len(cases),
-        "p50_ms": percentile(lat, 0.5),
-        "p95_ms": percentile(lat, 0.95),
-    }
+    return quality_row(len(cases), passed, exact, lat)
 
 
 def quality_direct(model: str, cases: list[dict[str, Any]], threads: int) -> dict[str, Any]:
@@ -181,17 +157,11 @@ def quality_direct(model: str, cases: list[dict[str, Any]], threads: int) -> dic
             lead = len(text) - len(text.lstrip("\n"))
             line_end = text.find("\n", lead)
             out = text if line_end < 0 else text[:line_end]
-            passed += run_fim_test(case["prefix"], out, case["suffix"], case["test"], case["entry_point"])
+            passed += fim_passes(case, out)
             exact += out.strip() == case["ground_truth"].strip()
     finally:
         b.close()
-    return {
-        "cases": len(cases),
-        "pass@1": passed / len(cases),
-        "exact": exact / len(cases),
-        "p50_ms": percentile(lat, 0.5),
-        "p95_ms": percentile(lat, 0.95),
-    }
+    return quality_row(len(cases), passed, exact, lat)
 
 
 # ------------------------------------------------------------------------ keystrokes

@@ -41,11 +41,11 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DEV = (
-    (HERE.parent.parent / "shared" / "eval" / "dev")
-    if (HERE.parent.parent / "shared").is_dir()
-    else Path("/work/shared/eval/dev")
-)
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.harness import dev_dir, fim_passes, percentile, read_jsonl  # noqa: E402
+
+DEFAULT_DEV = dev_dir()
 DEFAULT_REPOS = Path(os.environ.get("QUILL_EVAL_REPOS", os.path.join(tempfile.gettempdir(), "quill-eval")))
 PACKAGES = ["click==8.1.8", "rich==13.9.4", "attrs==25.3.0"]
 
@@ -69,29 +69,6 @@ def edit_similarity(pred: str, truth: str) -> float:
     if not pred and not truth:
         return 1.0
     return 1.0 - levenshtein(pred, truth) / max(len(pred), len(truth))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def run_fim_test(prefix: str, middle: str, suffix: str, test: str, entry_point: str, timeout: float = 5.0) -> bool:
-    program = prefix + middle + suffix + "\n" + test + f"\ncheck({entry_point})\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
-        fh.write(program)
-        name = fh.name
-    try:
-        proc = subprocess.run([sys.executable, name], capture_output=True, timeout=timeout, cwd=tempfile.gettempdir())
-        return proc.returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-    finally:
-        os.unlink(name)
 
 
 # ------------------------------------------------------------------ server
@@ -191,7 +168,7 @@ class Session:
 def load_cases(dev: Path, kinds: list[str], ids: set[str] | None, limit: int | None) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for kind in kinds:
-        cases = [json.loads(line) for line in (dev / f"{kind}.jsonl").read_text().splitlines() if line.strip()]
+        cases = read_jsonl(dev / f"{kind}.jsonl")
         if ids:
             cases = [c for c in cases if c["id"] in ids or c["id"].split("/", 1)[-1] in ids]
         if limit is not None:
@@ -286,7 +263,7 @@ async def run_fim(cases: list[dict[str, Any]], setting: str, options: dict[str, 
         o.score = {
             "em": float(o.completion.strip() == c["ground_truth"].strip()),
             "es": edit_similarity(o.completion.strip(), c["ground_truth"].strip()),
-            "pass": float(run_fim_test(c["prefix"], o.completion, c["suffix"], c["test"], c["entry_point"])),
+            "pass": float(fim_passes(c, o.completion)),
         }
     return outcomes
 

@@ -1,0 +1,1 @@
+"""The benchmarks, and :mod:`benchmarks.harness`, the set-up they share with the tests."""
