@@ -39,7 +39,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -166,6 +166,8 @@ class RemoteTokenizer:
         self._cache: OrderedDict[tuple[str, bool], tuple[int, ...]] = OrderedDict()
         self._control_text: dict[int, str] = {}
         self._bos: tuple[int, ...] = ()
+        # Applied to every text sent to be tokenized (see OpenAIBackend.set_redaction).
+        self.redact: Callable[[str], str] | None = None
         if kind == "llama-cpp-python":
             # /extras/tokenize always adds BOS (where the model wants one): learn it once.
             self._bos = tuple(self._remote("", True))
@@ -182,6 +184,8 @@ class RemoteTokenizer:
         return None
 
     def _remote(self, text: str, special: bool) -> list[int]:
+        if self.redact is not None and not special:
+            text = self.redact(text)
         if self.kind == "llama-cpp-python":
             status, payload = self.client.json("POST", "/extras/tokenize", {"input": text, "model": self.model})
         elif self.kind == "llama-server":
@@ -285,6 +289,7 @@ class OpenAIBackend:
                     "(installed) or its .gguf file: only its vocabulary is loaded, to count tokens"
                 )
         self._last_prompt: list[int] = []
+        self._redact: Callable[[str], str] | None = None
         server_ctx = served.get(self.model) or 0
         self.info = ModelInfo(
             name=name or self.model,
@@ -328,6 +333,15 @@ class OpenAIBackend:
             f"the server at {self.endpoint.url} serves {', '.join(sorted(served))}; set quill.model to one of them"
         )
 
+    def set_redaction(self, redact: Callable[[str], str] | None) -> None:
+        """Pass every text that leaves the machine through ``redact`` first: the prompt
+        of each completion, and each text the server is asked to tokenize.  engine/model.py
+        installs context/secrets.py's ``mask_secrets`` here (this layer may not import it)."""
+        self._redact = redact
+        if self._remote is not None:
+            self._remote.redact = redact
+            self._remote._cache.clear()
+
     # ---------------------------------------------------------------- tokenizer
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         if self._vocab is not None:
@@ -365,6 +379,8 @@ class OpenAIBackend:
             raise BackendError("empty prompt")
         t0 = time.perf_counter()
         prompt_text = self.prompt_text(request.prompt) + request.forced_prefix
+        if self._redact is not None:
+            prompt_text = self._redact(prompt_text)
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt_text,

@@ -37,6 +37,12 @@ class Settings:
     # Reuse earlier suggestions: the same context again, or the user typing the start of
     # the shown suggestion.  Benchmarks turn it off to measure the model path.
     cache_completions: bool = True
+    # Files never indexed, retrieved or sent (globs, on top of the built-in list of secret
+    # files: .env*, private keys, credential stores; see lsp_server/context/secrets.py).
+    secret_paths: tuple[str, ...] = ()
+    # The workspace index holds at most this many files (its memory is about 2-4 KB a
+    # file); beyond it the rest is skipped and reported as "limit" in quill/workspaceIndex.
+    index_max_files: int = 50_000
 
     def model_settings(self) -> tuple[Any, ...]:
         """The part of the settings that needs the model to be (re)loaded when it changes."""
@@ -97,6 +103,16 @@ def _as_optional_str(value: Any) -> str | None:
     return value.strip()
 
 
+def _as_str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    if len(value) > 1000:
+        raise ValueError("expected at most 1000 patterns")
+    return tuple(v.strip() for v in value if v.strip())
+
+
 def _as_backend(value: Any) -> str:
     if value not in BACKENDS:
         raise ValueError(f"expected one of {', '.join(BACKENDS)}")
@@ -126,6 +142,8 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "threads": ("threads", _as_int(0, 1024)),
     "enabled": ("enabled", _as_bool),
     "cacheCompletions": ("cache_completions", _as_bool),
+    "secretPaths": ("secret_paths", _as_str_list),
+    "indexMaxFiles": ("index_max_files", _as_int(100, 10_000_000)),
 }
 
 SETTING_KEYS = tuple(_FIELDS)
@@ -166,4 +184,7 @@ def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
 
 def to_camel_dict(settings: Settings) -> dict[str, Any]:
     """The settings as the client would send them (for logs and `quill-lsp complete`)."""
-    return {key: getattr(settings, name) for key, (name, _) in _FIELDS.items()}
+    return {
+        key: list(value) if isinstance(value := getattr(settings, name), tuple) else value
+        for key, (name, _) in _FIELDS.items()
+    }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -27,11 +28,13 @@ from dataclasses import dataclass, field
 
 from lsp_server.context.ignore import MAX_FILE_BYTES, IgnoreRules, looks_generated, skip_directory
 from lsp_server.context.parser import EXTENSIONS, thread_parser
+from lsp_server.context.secrets import escapes_roots, is_secret_path
 from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
 
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 50_000  # per workspace: beyond this the rest is skipped (logged once)
+MAX_SKIPPED_PATHS = 20_000  # skipped files remembered by path; beyond, only counted
 PARALLEL_MIN_FILES = 200  # smaller builds parse in the calling thread
 BATCH_FILES = 32
 INDEXED_LANGUAGES = frozenset({"python", "javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
@@ -90,15 +93,37 @@ def summarize(path: str, root: str, data: bytes, mtime_ns: int = 0, size: int = 
 
 
 def read_and_summarize(path: str, root: str) -> FileSummary | str:
-    """A file's summary, or why it is not indexed ("gone", "huge", "generated-or-binary")."""
+    """A file's summary, or why it is not indexed ("gone", "huge", "generated-or-binary",
+    "secret", "outside" (a symlink out of the workspace), "unreadable", "not-a-file")."""
+    if is_secret_path(path):
+        return "secret"
+    # Resolve links once and open the result without following another one: a file that
+    # is swapped for a symlink to /etc/shadow after the check is not read.
+    real = os.path.realpath(path)
+    if escapes_roots(real, [root]):
+        return "outside"
     try:
-        st = os.stat(path)
-        if st.st_size > MAX_FILE_BYTES:
-            return "huge"
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError:
+        return "unreadable"
     except OSError:
         return "gone"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not-a-file"  # a FIFO or device named like a source file would block a read
+        if st.st_size > MAX_FILE_BYTES:
+            return "huge"
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except PermissionError:
+        return "unreadable"
+    except OSError:
+        return "gone"
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        return "huge"  # it grew while we read it
     if looks_generated(data[:4096]):
         return "generated-or-binary"
     return summarize(path, root, data, st.st_mtime_ns, st.st_size)
@@ -124,8 +149,12 @@ def default_workers() -> int:
 
 
 class WorkspaceIndex:
-    def __init__(self, roots: Iterable[str] = (), max_files: int = MAX_FILES) -> None:
+    def __init__(
+        self, roots: Iterable[str] = (), max_files: int = MAX_FILES, secret_paths: Sequence[str] = ()
+    ) -> None:
         self._lock = threading.RLock()
+        # User globs of files never indexed (quill.secretPaths), on top of secrets.SECRET_NAMES.
+        self.secret_paths: tuple[str, ...] = tuple(secret_paths)
         self.roots: list[str] = []
         self._rules: dict[str, IgnoreRules] = {}
         self.files: dict[str, FileSummary] = {}
@@ -137,6 +166,7 @@ class WorkspaceIndex:
         self._pkg_dirs: dict[str, bool] = {}  # directory -> has __init__.py
         self._go_modules: dict[str, str] = {}  # go.mod module path -> directory
         self._skipped: dict[str, str] = {}  # path -> why it is not indexed
+        self._skip_overflow: dict[str, int] = {}  # reason -> skipped paths not remembered
         self._resolved: OrderedDict[tuple[object, ...], tuple[Binding, ...]] = OrderedDict()
         self.generation = 0
         self.max_files = max_files
@@ -164,6 +194,7 @@ class WorkspaceIndex:
             for path in [p for p in self.files if self.root_for(p) is None]:
                 self._drop(path)
             self._skipped = {p: r for p, r in self._skipped.items() if self.root_for(p) is not None}
+            self._skip_overflow.clear()
             self.stats.skipped = dict(Counter(self._skipped.values()))
             self._go_modules = {m: d for m, d in self._go_modules.items() if self.root_for(d + os.sep + "x")}
             self._changed()
@@ -210,6 +241,12 @@ class WorkspaceIndex:
                 path = os.path.join(dirpath, name)
                 if rules.ignored(path, False):
                     continue
+                if is_secret_path(path, self.secret_paths, root):
+                    self._skip(path, "secret")
+                    continue
+                if os.path.islink(path) and escapes_roots(path, [root]):
+                    self._skip(path, "outside")
+                    continue
                 found.append(path)
         return found
 
@@ -240,6 +277,7 @@ class WorkspaceIndex:
         if first:
             hot = {os.path.dirname(os.path.abspath(p)) for p in first}
             paths.sort(key=lambda p: os.path.dirname(p) not in hot)
+        paths = self._within_limit(paths)
         total = len(paths)
         done = 0
         if workers is None:
@@ -265,6 +303,26 @@ class WorkspaceIndex:
             self._changed()
         logger.info("indexed %d files in %.1f s (%s)", len(self.files), self.stats.build_s, self.stats.skipped)
         return done
+
+    def _within_limit(self, paths: list[str]) -> list[str]:
+        """``paths`` cut to what the file limit leaves room for (the rest is reported as
+        "limit" and never read or parsed)."""
+        with self._lock:
+            room = max(0, self.max_files - len(self.files))
+            new = [p for p in paths if p not in self.files]
+            if len(new) <= room:
+                return paths
+            over = set(new[room:])
+            for p in new[room:]:
+                self._skip(p, "limit")
+            if not self._warned_full:
+                logger.warning(
+                    "workspace index is full (%d files, quill.indexMaxFiles); %d files are not indexed",
+                    self.max_files,
+                    len(over),
+                )
+                self._warned_full = True
+        return [p for p in paths if p not in over]
 
     def _build_in_processes(
         self, paths: list[str], workers: int, progress: ProgressCallback | None, cancel: threading.Event | None
@@ -314,22 +372,47 @@ class WorkspaceIndex:
                     self._warned_full = True
                 self._skip(path, "limit")
                 return
-            if self._skipped.pop(path, None) is not None:
-                self.stats.skipped = dict(Counter(self._skipped.values()))
+            self._unskip(path)
             if path in self.files:
                 self._drop(path)
             self._add(result)
 
     # ---------------------------------------------------------------- updates
     def _skip(self, path: str, reason: str) -> bool:
+        """Record why ``path`` is not indexed.  Counts are kept incrementally (a workspace
+        far over the file limit skips tens of thousands of paths); past
+        :data:`MAX_SKIPPED_PATHS` paths only the count grows, so memory stays bounded."""
         with self._lock:
+            counts = self.stats.skipped
+            old = self._skipped.get(path)
+            if old == reason:
+                return False
+            if old is not None:
+                counts[old] -= 1
+                if not counts[old]:
+                    del counts[old]
+            elif len(self._skipped) >= MAX_SKIPPED_PATHS:
+                counts[reason] = counts.get(reason, 0) + 1
+                self._skip_overflow[reason] = self._skip_overflow.get(reason, 0) + 1
+                return False
             self._skipped[path] = reason
-            self.stats.skipped = dict(Counter(self._skipped.values()))
+            counts[reason] = counts.get(reason, 0) + 1
         return False
+
+    def _unskip(self, path: str) -> None:
+        with self._lock:
+            reason = self._skipped.pop(path, None)
+            if reason is not None:
+                counts = self.stats.skipped
+                counts[reason] -= 1
+                if not counts[reason]:
+                    del counts[reason]
 
     def is_indexable(self, path: str) -> bool:
         root = self.root_for(path)
         if root is None or language_of(path) is None:
+            return False
+        if is_secret_path(path, self.secret_paths, root) or escapes_roots(path, [root]):
             return False
         return not self._rules[root].ignored_anywhere(path)
 
@@ -357,8 +440,7 @@ class WorkspaceIndex:
             self.remove_file(path)
             return result != "gone" and self._skip(path, result)
         with self._lock:
-            if self._skipped.pop(path, None) is not None:
-                self.stats.skipped = dict(Counter(self._skipped.values()))
+            self._unskip(path)
             if path in self.files:
                 self._drop(path)
             self._add(result)

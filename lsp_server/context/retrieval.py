@@ -35,6 +35,7 @@ from typing import Any
 
 from lsp_server.context.index import WorkspaceIndex, language_of
 from lsp_server.context.parser import SnapshotTrees, text_edit
+from lsp_server.context.secrets import is_secret_path
 from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
 from lsp_server.families.completion import ContextChunk
 
@@ -358,6 +359,13 @@ class Retriever:
         self._trees.forget(uri)
         self._live.pop(uri, None)
 
+    def _is_secret(self, uri: str) -> bool:
+        """A document that must never be retrieved: a secret file (built-in names or the
+        user's quill.secretPaths)."""
+        path = os.path.abspath(uri_to_path(uri))
+        root = self.index.root_for(path)
+        return is_secret_path(path, self.index.secret_paths, root)
+
     def _rel(self, path: str) -> str:
         return self.index.relative(path)
 
@@ -667,6 +675,8 @@ class Retriever:
             alive.add(other_uri)
             if other_uri == uri or not other_text:
                 continue
+            if self._is_secret(other_uri):
+                continue  # an open .env or key file is never shown to the model
             key = (version, len(other_text))
             win = self._windows.get(other_uri)
             if win is None or win.key != key:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lsp_server.context.documents import Document, DocumentStore
-from lsp_server.context.index import ProgressCallback, WorkspaceIndex
+from lsp_server.context.index import MAX_FILES, ProgressCallback, WorkspaceIndex
 from lsp_server.context.retrieval import Retriever, uri_to_path
 from lsp_server.context.watcher import IndexUpdater, WorkspaceWatcher
 from lsp_server.families.completion import ContextChunk
@@ -61,9 +61,15 @@ class WorkspaceContext:
     """Index, watcher and retriever of a set of workspace roots."""
 
     def __init__(
-        self, roots: Iterable[str], store: DocumentStore | None = None, recent: RecentDocuments | None = None
+        self,
+        roots: Iterable[str],
+        store: DocumentStore | None = None,
+        recent: RecentDocuments | None = None,
+        *,
+        secret_paths: Sequence[str] = (),
+        max_files: int = MAX_FILES,
     ) -> None:
-        self.index = WorkspaceIndex(roots)
+        self.index = WorkspaceIndex(roots, max_files=max_files, secret_paths=secret_paths)
         # The store keeps its listeners for good: whoever restarts contexts passes one
         # RecentDocuments along instead of subscribing a new one each time.
         self.recent = recent if recent is not None else RecentDocuments(store)
@@ -127,6 +133,7 @@ class WorkspaceContext:
             "files": stats.files,
             "symbols": stats.symbols,
             "skipped": dict(stats.skipped),
+            "maxFiles": self.index.max_files,
             "buildSeconds": round(stats.build_s, 3),
             "generation": self.index.generation,
             "watching": self.watcher.running,

@@ -48,5 +48,12 @@ def prompt_setup(backend: Backend, manifest: Manifest | None) -> tuple[PromptTem
 def load_model(settings: Settings) -> LoadedModel:
     """Load the model the settings name, with its prompt layout.  Raises BackendError."""
     backend, manifest = load_backend(settings)
+    set_redaction = getattr(backend, "set_redaction", None)
+    if set_redaction is not None:
+        # A remote backend: likely secrets in the current file and the retrieved context
+        # are masked before anything leaves the machine.
+        from lsp_server.context.secrets import mask_secrets
+
+        set_redaction(mask_secrets)
     template, stop = prompt_setup(backend, manifest)
     return LoadedModel(backend=backend, template=template, stop=stop, manifest=manifest)

@@ -68,6 +68,14 @@ class WorkspaceFeature:
             self.start()
         elif not settings.workspace_context and self.context is not None:
             self.stop()
+        elif self.context is not None and (
+            tuple(settings.secret_paths) != self.context.index.secret_paths
+            or settings.index_max_files != self.context.index.max_files
+        ):
+            # Fewer files allowed, or new secret globs: rebuild, so that nothing indexed
+            # under the old settings stays.
+            self.stop()
+            self.start()
 
     def on_shutdown(self, ls: QuillServer) -> None:
         self.stop()
@@ -79,7 +87,12 @@ class WorkspaceFeature:
         ls = self.server
         if self.recent is None:
             self.recent = RecentDocuments(ls.documents)
-        context = WorkspaceContext(ls.workspace_roots, recent=self.recent)
+        context = WorkspaceContext(
+            ls.workspace_roots,
+            recent=self.recent,
+            secret_paths=ls.settings.secret_paths,
+            max_files=ls.settings.index_max_files,
+        )
         self.context = context
         ls.engine.context = context
         context.start_watching()

@@ -72,6 +72,6 @@ def test_neovim_plugin_knows_every_server_setting() -> None:
     keys = dict(re.findall(r"(\w+) = \"(\w+)\"", block))
     assert set(keys) == set(SETTING_KEYS)
     py_types = {f.name: f.type for f in dataclasses.fields(Settings)}
-    lua_type = {"str": "string", "str | None": "string", "int": "number", "float": "number", "bool": "boolean"}
+    lua_type = {"str": "string", "str | None": "string", "int": "number", "float": "number", "bool": "boolean", "tuple[str, ...]": "table"}
     for key, kind in keys.items():
         assert lua_type[str(py_types[_field(key)])] == kind, key

@@ -21,7 +21,8 @@ M.defaults = {
   root_markers = { ".git", "pyproject.toml", "setup.py", "package.json", "Cargo.toml", "go.mod", "Makefile" },
   --- Server settings, camelCase as in the server (model, backend, endpoint, gpuLayers,
   --- contextTokens, maxTokens, temperature, debounceMs, workspaceContext, enabled,
-  --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv).  Unset keys keep the server's defaults.
+  --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv, secretPaths (a list of globs),
+  --- indexMaxFiles).  Unset keys keep the server's defaults.
   settings = {},
   --- Milliseconds to wait after the last keystroke before asking for a suggestion.
   debounce_ms = 60,
@@ -53,7 +54,7 @@ local SERVER_KEYS = {
   model = "string", backend = "string", endpoint = "string", apiKeyEnv = "string",
   gpuLayers = "number", contextTokens = "number", maxTokens = "number", temperature = "number",
   debounceMs = "number", workspaceContext = "boolean", requestTimeoutS = "number", threads = "number",
-  enabled = "boolean", cacheCompletions = "boolean",
+  enabled = "boolean", cacheCompletions = "boolean", secretPaths = "table", indexMaxFiles = "number",
 }
 M.SERVER_KEYS = SERVER_KEYS
 
