@@ -8,7 +8,7 @@ point one way.
 from __future__ import annotations
 
 from lsp_server.config import Settings
-from lsp_server.protocol import code_actions, workspace_features
+from lsp_server.protocol import code_actions, hardening, lifeline, workspace_features
 from lsp_server.protocol.server import QuillServer, build_core
 
 
@@ -16,4 +16,6 @@ def create_server(settings: Settings | None = None) -> QuillServer:
     server = build_core(settings)
     workspace_features.register(server)
     code_actions.register(server)
+    lifeline.register(server)
+    hardening.install(server)
     return server
