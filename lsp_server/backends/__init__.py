@@ -92,6 +92,7 @@ def load_backend(settings: Settings) -> tuple[Backend, Manifest | None]:
             gpu_layers=settings.gpu_layers,
             threads=settings.threads,
             name=name,
+            kv_cache_mb=settings.kv_cache_mb,
         )
     else:
         raise BackendError(f"unknown backend {settings.backend!r}; expected llama_cpp, ctransformers or openai")

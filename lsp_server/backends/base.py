@@ -66,6 +66,9 @@ class GenerationRequest:
     # syntax-aware stops such as "the block ended").
     should_stop: Callable[[str], bool] | None = None
     seed: int = 0
+    # Which KV state to use (a document's, see backends/kv_store.py); backends that keep
+    # one state, or none, ignore it.
+    slot: str = ""
 
 
 @dataclass
@@ -77,6 +80,8 @@ class GenerationResult:
     prompt_ms: float
     generate_ms: float
     stop_reason: str  # "stop", "length", "cancelled", "eos", "condition"
+    evaluated_tokens: int = -1  # prompt tokens evaluated (-1: the backend does not say)
+    shifted_tokens: int = 0  # reused tokens that were moved to new positions
 
 
 @runtime_checkable

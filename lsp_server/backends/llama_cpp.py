@@ -9,11 +9,13 @@ constrain the first tokens for token healing, and stop on syntax conditions.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,11 +30,11 @@ from lsp_server.backends.base import (
 from lsp_server.backends.decoding import (
     PieceIndex,
     check_request,
-    common_prefix_len,
     decode,
     silence_llama_logs,
     token_piece,
 )
+from lsp_server.backends.kv_store import ReusePlan, Snapshot, SnapshotStore, plan_reuse
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,36 @@ def check_gguf_header(path: str) -> None:
         raise ModelFileError(f"cannot read model file {path}: {exc}") from exc
     if magic != b"GGUF":
         raise ModelFileError(f"{path} is not a GGUF model file (magic {magic!r}); it may be corrupt or incomplete")
+
+
+# Shifted reuse of cached runs (see kv_store.plan_reuse): runs shorter than this are
+# evaluated again rather than moved.
+CACHE_REUSE_MIN_TOKENS = 32
+# Tokens per llama_decode call while a prompt is evaluated for a request: between calls
+# the cancel flag is checked, so a newer keystroke stops a long cold prompt.
+FOREGROUND_BATCH = 64
+_MEASURE_SLOT = "\0measure"
+
+
+@dataclass
+class PrefillResult:
+    """What one ``prefill`` call did."""
+
+    tokens: int  # prompt length
+    reused: int  # tokens the cache already held (common prefix + shifted runs)
+    shifted: int  # of which moved to new positions
+    evaluated: int
+    complete: bool  # False: stopped by the cancel flag; the cache holds a prefix of the prompt
+    ms: float
+
+
+@dataclass
+class Throughput:
+    """Measured speed of this model on this machine with a given thread count."""
+
+    threads: int
+    prompt_tok_s: float
+    gen_ms_per_token: float
 
 
 def default_threads() -> int:
@@ -72,6 +104,7 @@ class LlamaCppBackend:
         threads: int = 0,
         name: str = "",
         swa_full: bool = True,
+        kv_cache_mb: int = 0,
     ) -> None:
         check_gguf_header(path)
         try:
@@ -121,6 +154,14 @@ class LlamaCppBackend:
             metadata=meta,
         )
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.n_threads = n_threads
+        # KV states of other slots (documents) than the active one, in host memory.
+        self._store = SnapshotStore(max(0, kv_cache_mb) * 1024 * 1024)
+        self._active: str | None = None
+        mem = self.llama._ctx.memory
+        self._can_shift = bool(mem is not None and llama_cpp.llama_memory_can_shift(mem)) and (
+            not self.n_swa or swa_full
+        )
         logger.info(
             "loaded %s (%s, n_ctx=%d, %d threads) on %s in %.0f ms",
             self.info.name,
@@ -216,32 +257,166 @@ class LlamaCppBackend:
         lowest = int(pos_min(mem, 0))
         return lowest <= max(0, common - self.n_swa)
 
-    def _eval_prompt(self, prompt: list[int]) -> int:
-        """Bring the KV cache to ``prompt``; returns how many tokens were reused."""
+    # ------------------------------------------------------------- KV cache slots
+    @property
+    def kv_store(self) -> SnapshotStore:
+        return self._store
+
+    def _cached_tokens(self, slot: str) -> np.ndarray:
+        if not self._store.enabled or slot == self._active:
+            return self.llama.input_ids[: self.llama.n_tokens]
+        tokens = self._store.peek_tokens(slot)
+        return tokens if tokens is not None else np.zeros(0, dtype=np.intc)
+
+    def slot_tokens(self, slot: str) -> int:
+        """How many tokens the KV state of ``slot`` holds (0: none kept)."""
+        return len(self._cached_tokens(slot))
+
+    def eval_cost(self, prompt: Sequence[int], slot: str = "") -> int:
+        """How many tokens of ``prompt`` would have to be evaluated in ``slot``."""
+        return len(prompt) - self._plan(self._cached_tokens(slot), prompt).keep
+
+    def _plan(self, cached: np.ndarray, prompt: Sequence[int]) -> ReusePlan:
+        return plan_reuse(cached, prompt, CACHE_REUSE_MIN_TOKENS if self._can_shift else 0)
+
+    def _activate(self, slot: str) -> None:
+        """Make ``slot``'s KV state the context's: save the active one, restore ``slot``'s."""
+        if slot == self._active or not self._store.enabled:
+            self._active = slot
+            return
         llama = self.llama
-        common = common_prefix_len(llama.input_ids[: llama.n_tokens], prompt)
-        if common >= len(prompt):
-            common = len(prompt) - 1  # re-evaluate the last token to get fresh logits
-        if common > 0 and not self._cache_covers(common):
-            logger.debug("sliding-window cache no longer holds the window before %d; full re-evaluation", common)
-            common = 0
-        if common > 0 and not llama._ctx.kv_cache_seq_rm(-1, common, -1):
-            logger.debug("KV cache could not be truncated to %d tokens; full re-evaluation", common)
-            common = 0
-        if common == 0:
+        ctx = llama._ctx.ctx
+        if self._active is not None and self._active != _MEASURE_SLOT and llama.n_tokens > 0:
+            size = self._lib.llama_state_seq_get_size(ctx, 0)
+            buf = (ctypes.c_uint8 * size)()
+            written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
+            if written:
+                tokens = np.array(llama.input_ids[: llama.n_tokens], dtype=np.intc)
+                self._store.put(self._active, Snapshot(tokens=tokens, data=buf))
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llama.n_tokens = 0
+        snap = self._store.take(slot)
+        if snap is not None:
+            size = ctypes.sizeof(snap.data)
+            if self._lib.llama_state_seq_set_data(ctx, snap.data, size, 0):
+                llama.input_ids[: len(snap.tokens)] = snap.tokens
+                llama.n_tokens = len(snap.tokens)
+            else:  # pragma: no cover - llama.cpp refused its own snapshot
+                logger.warning("could not restore the KV state of %s; evaluating again", slot)
+                llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        self._active = slot
+
+    def forget(self, slot: str) -> None:
+        """Drop what is kept for ``slot`` (a closed document)."""
+        self._store.drop(slot)
+
+    def _apply_plan(self, prompt: list[int]) -> ReusePlan:
+        """Bring the KV cache to the longest reusable part of ``prompt``."""
+        llama = self.llama
+        plan = self._plan(llama.input_ids[: llama.n_tokens], prompt)
+        if plan.keep > 0 and not self._cache_covers(plan.common):
+            logger.debug("sliding-window cache no longer holds the window before %d; full re-evaluation", plan.common)
+            plan = ReusePlan(keep=0, common=0)
+        mem = llama._ctx.memory
+        ok = True
+        for (p0, p1), shift in zip(plan.removals, plan.shifts, strict=True):
+            ok = bool(self._lib.llama_memory_seq_rm(mem, 0, p0, p1))
+            if not ok:
+                break
+            self._lib.llama_memory_seq_add(mem, 0, shift.start, shift.end, shift.delta)
+        if ok and plan.keep > 0:
+            ok = bool(llama._ctx.kv_cache_seq_rm(-1, plan.keep, -1))
+        if not ok:
+            logger.debug("KV cache could not be cut to %d tokens; full re-evaluation", plan.keep)
+            plan = ReusePlan(keep=0, common=0)
+        if plan.keep == 0:
             llama.reset()
             llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-        llama.n_tokens = common
-        llama.eval(prompt[common:])
-        return common
+        llama.input_ids[: plan.keep] = prompt[: plan.keep]
+        llama.n_tokens = plan.keep
+        return plan
+
+    def _eval_prompt(self, prompt: list[int], cancel: threading.Event | None = None, batch: int = FOREGROUND_BATCH) -> PrefillResult:
+        """Bring the KV cache to ``prompt``, ``batch`` tokens per decode, checking ``cancel``
+        between decodes."""
+        t0 = time.perf_counter()
+        plan = self._apply_plan(prompt)
+        pos = plan.keep
+        batch = max(1, batch)
+        while pos < len(prompt):
+            if cancel is not None and cancel.is_set():
+                break
+            chunk = prompt[pos : pos + batch]
+            self.llama.eval(chunk)
+            pos += len(chunk)
+        return PrefillResult(
+            tokens=len(prompt),
+            reused=plan.keep,
+            shifted=plan.shifted,
+            evaluated=pos - plan.keep,
+            complete=pos >= len(prompt),
+            ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    def prefill(self, prompt: Sequence[int], slot: str, cancel: threading.Event, batch: int) -> PrefillResult:
+        """Evaluate ``prompt`` into ``slot``'s KV state ahead of a request, ``batch`` tokens
+        at a time, stopping between batches once ``cancel`` is set (what was evaluated is
+        kept: it is a prefix of the prompt)."""
+        if not prompt:
+            return PrefillResult(0, 0, 0, 0, True, 0.0)
+        check_request(GenerationRequest(prompt=list(prompt), max_tokens=1), self.info.n_ctx)
+        self._activate(slot)
+        return self._eval_prompt(list(prompt), cancel, batch)
+
+    def set_threads(self, threads: int) -> None:
+        self._lib.llama_set_n_threads(self.llama._ctx.ctx, threads, threads)
+        self.n_threads = threads
+
+    def measure(self, threads: int, sample: Sequence[int], n_gen: int = 6) -> Throughput:
+        """Prompt and generation speed with ``threads``, on ``sample`` (a few dozen tokens
+        of ordinary text).  Uses a scratch state; the active slot is saved first."""
+        self.set_threads(threads)
+        self._activate(_MEASURE_SLOT)
+        llama = self.llama
+        llama.reset()
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        prompt = self.bos_tokens() + list(sample)
+        t0 = time.perf_counter()
+        llama.eval(prompt)
+        t1 = time.perf_counter()
+        token = int(prompt[-1])
+        for _ in range(n_gen):
+            llama.eval([token])
+        t2 = time.perf_counter()
+        llama.reset()
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        self._active = None
+        return Throughput(
+            threads=threads,
+            prompt_tok_s=len(prompt) / max(1e-6, t1 - t0),
+            gen_ms_per_token=(t2 - t1) * 1000 / max(1, n_gen),
+        )
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
         check_request(request, self.info.n_ctx)
         if request.seed:
             self._rng = np.random.default_rng(request.seed)
         t0 = time.perf_counter()
-        reused = self._eval_prompt(list(request.prompt))
+        self._activate(request.slot)
+        evaluated = self._eval_prompt(list(request.prompt), cancel)
         t1 = time.perf_counter()
+        if not evaluated.complete:
+            return GenerationResult(
+                text="",
+                tokens=[],
+                prompt_tokens=len(request.prompt),
+                reused_tokens=evaluated.reused,
+                prompt_ms=(t1 - t0) * 1000,
+                generate_ms=0.0,
+                stop_reason="cancelled",
+                evaluated_tokens=evaluated.evaluated,
+                shifted_tokens=evaluated.shifted,
+            )
         text, tokens, stop_reason = decode(
             request,
             cancel,
@@ -257,10 +432,12 @@ class LlamaCppBackend:
             text=text,
             tokens=tokens,
             prompt_tokens=len(request.prompt),
-            reused_tokens=reused,
+            reused_tokens=evaluated.reused,
             prompt_ms=(t1 - t0) * 1000,
             generate_ms=(t2 - t1) * 1000,
             stop_reason=stop_reason,
+            evaluated_tokens=evaluated.evaluated,
+            shifted_tokens=evaluated.shifted,
         )
 
     def close(self) -> None:
