@@ -26,10 +26,10 @@ def _setup_logging(level: str, log_file: str | None) -> None:
     )
 
 
-def _settings_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
+def _settings_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
     from lsp_server.config import parse_settings
 
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = dict(defaults or {})
     if getattr(args, "settings", None):
         try:
             raw.update(json.loads(args.settings))
@@ -82,7 +82,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"quill-lsp: cannot read {path}: {exc}", file=sys.stderr)
         return 2
-    settings, problems = _settings_from_args(args)
+    # One request and no idle time after it: the full prompt, nothing prepared ahead
+    # (--settings '{"latencyTargetMs": 1000}' shows what a cold file gets in an editor).
+    settings, problems = _settings_from_args(args, {"latencyTargetMs": 0, "warmup": False})
     for p in problems:
         print(f"quill-lsp: {p}", file=sys.stderr)
     store = DocumentStore()

@@ -37,6 +37,16 @@ class Settings:
     # Reuse earlier suggestions: the same context again, or the user typing the start of
     # the shown suggestion.  Benchmarks turn it off to measure the model path.
     cache_completions: bool = True
+    # Session latency (engine/session.py).  A first suggestion in a cold document should
+    # come within this many ms: the prompt is sized to the speed measured at load, and the
+    # full prompt is evaluated in idle time (0: always the full prompt, as before).
+    latency_target_ms: int = 1000
+    # Host memory for the KV states of recently used documents, so that going back to a
+    # file costs a copy rather than a prompt evaluation (0: one state, as before).
+    kv_cache_mb: int = 512
+    # Evaluate prompts before they are asked for: on open, on cursor moves, the suggestion
+    # after an accepted one.  Always cancelled by a real request.
+    warmup: bool = True
     # Files never indexed, retrieved or sent (globs, on top of the built-in list of secret
     # files: .env*, private keys, credential stores; see lsp_server/context/secrets.py).
     secret_paths: tuple[str, ...] = ()
@@ -54,6 +64,7 @@ class Settings:
             self.gpu_layers,
             self.context_tokens,
             self.threads,
+            self.kv_cache_mb,
         )
 
 
@@ -142,6 +153,9 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "threads": ("threads", _as_int(0, 1024)),
     "enabled": ("enabled", _as_bool),
     "cacheCompletions": ("cache_completions", _as_bool),
+    "latencyTargetMs": ("latency_target_ms", _as_int(0, 600_000)),
+    "kvCacheMb": ("kv_cache_mb", _as_int(0, 1_048_576)),
+    "warmup": ("warmup", _as_bool),
     "secretPaths": ("secret_paths", _as_str_list),
     "indexMaxFiles": ("index_max_files", _as_int(100, 10_000_000)),
 }

@@ -58,6 +58,12 @@ class PromptBudget:
     total: int
     suffix_max: int = 128
     context_share: float = 0.35  # at most this share of ``total`` goes to retrieved context
+    # The prefix starts on every n-th line of the file, so that its first tokens stay put
+    # while the user types (a short quick prompt uses a finer grid).
+    line_quantum: int = PREFIX_LINE_QUANTUM
+    # Tokens the prefix may run over ``total`` to keep the start it had last time (a soft
+    # budget: the quick prompt's, whose start would otherwise move every few keystrokes).
+    slack: int = 0
 
     @classmethod
     def for_model(cls, n_ctx: int, context_tokens: int, max_tokens: int, suffix_max: int = 128) -> PromptBudget:
@@ -101,7 +107,11 @@ class PromptBuilder:
         chunks: Sequence[ContextChunk] = (),
         path: str = "",
         repo_name: str = "",
+        keep_line: int | None = None,
     ) -> Prompt:
+        """``keep_line``: the line the prefix started on last time for this document; kept
+        when the prefix from there still fits (within ``budget.slack``), so that the KV
+        cache of the last request stays a prefix of this one."""
         tpl = self.template
         tok = self.tok
         bos = tok.bos_tokens()
@@ -160,7 +170,11 @@ class PromptBuilder:
         available -= n_ctx_tokens
         max_chars = available * MAX_CHARS_PER_TOKEN
         line_starts = _line_starts_from(prefix, max(0, len(prefix) - max_chars))
-        prefix_text, prefix_tokens, start_index = self._fit_prefix(prefix, line_starts, available)
+        kept = self._keep_start(prefix, line_starts, available + budget.slack, keep_line)
+        if kept is not None:
+            prefix_text, prefix_tokens, start_index = kept
+        else:
+            prefix_text, prefix_tokens, start_index = self._fit_prefix(prefix, line_starts, available, budget.line_quantum)
         prefix_start_line = prefix[: line_starts[start_index]].count("\n") if line_starts else 0
 
         healed_tokens, forced = (prefix_tokens, "")
@@ -187,15 +201,31 @@ class PromptBuilder:
             prefix_start_line=prefix_start_line,
         )
 
-    def _fit_prefix(self, prefix: str, line_starts: list[int], available: int) -> tuple[str, list[int], int]:
+    def _keep_start(
+        self, prefix: str, line_starts: list[int], available: int, keep_line: int | None
+    ) -> tuple[str, list[int], int] | None:
+        if keep_line is None or not line_starts:
+            return None
+        first_line = prefix[: line_starts[0]].count("\n")
+        idx = keep_line - first_line
+        if not 0 <= idx < len(line_starts):
+            return None
+        text = prefix[line_starts[idx] :]
+        tokens = self.tok.tokenize(text)
+        return (text, tokens, idx) if len(tokens) <= available else None
+
+    def _fit_prefix(
+        self, prefix: str, line_starts: list[int], available: int, quantum: int = PREFIX_LINE_QUANTUM
+    ) -> tuple[str, list[int], int]:
         """The longest grid-aligned tail of ``prefix`` whose tokens fit in ``available``."""
         tok = self.tok
         if not line_starts:
             line_starts = [0]
-        # Grid: every PREFIX_LINE_QUANTUM-th line start, counted from the file's start so the
-        # grid does not move while the user types on the last line.
+        # Grid: every ``quantum``-th line start, counted from the file's start so the grid
+        # does not move while the user types on the last line.
         first_line = prefix[: line_starts[0]].count("\n")
-        candidates = [i for i in range(len(line_starts)) if (first_line + i) % PREFIX_LINE_QUANTUM == 0]
+        quantum = max(1, quantum)
+        candidates = [i for i in range(len(line_starts)) if (first_line + i) % quantum == 0]
         if not candidates or candidates[0] != 0:
             candidates = [0] + candidates
         candidates.append(len(line_starts) - 1)  # the cursor's own line, last resort

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 STATUS_REQUEST = "quill/status"
 MODEL_STATE_NOTIFICATION = "quill/modelState"
+# Sent by Quill's editor clients when the cursor settles somewhere (a file opened or
+# switched to, a jump, a click): {"textDocument": {"uri"}, "position": {"line", "character"}}.
+# The server evaluates the prompt a request there will need before it is asked.
+CURSOR_NOTIFICATION = "quill/didMoveCursor"
 
 
 def uri_to_path(uri: str) -> str:
@@ -199,6 +203,29 @@ class QuillServer(LanguageServer):
             repo_name=os.path.basename(self.workspace_roots[0]) if self.workspace_roots else "",
         )
 
+    def warm_document(self, uri: str, position: types.Position | None) -> None:
+        """Idle-time work for a document: the prompt for the cursor at ``position``, or,
+        when the cursor is not known (a plain didOpen), the first prompt window of the
+        file (which serves any cursor in it)."""
+        if not self.settings.warmup:
+            return
+        try:
+            if position is None:
+                doc = self.documents.snapshot(uri)
+                guess = min(len(doc.text), self.settings.context_tokens * 3)
+                end = doc.text.find("\n", guess)
+                offset = len(doc.text) if end == -1 else end
+                line, character = doc.position_at(offset, self.documents.encoding)
+                position = types.Position(line=line, character=character)
+                req = self.completion_request(uri, position)
+                self.engine.warm(req, cursor_known=False)
+            else:
+                self.engine.warm(self.completion_request(uri, position), cursor_known=True)
+        except (JsonRpcInvalidParams, DocumentNotOpen):
+            logger.debug("warm-up for %s skipped: document not open", uri)
+        except Exception:
+            logger.exception("warm-up for %s failed", uri)
+
     async def run_completion(self, uri: str, position: types.Position) -> tuple[CompletionRequest, CompletionResult | None]:
         req = self.completion_request(uri, position)
         try:
@@ -272,6 +299,19 @@ def build_core(settings: Settings | None = None) -> QuillServer:
     def did_open(ls: QuillServer, params: types.DidOpenTextDocumentParams) -> None:
         td = params.text_document
         ls.documents.open(td.uri, td.text, td.version, td.language_id)
+        ls.warm_document(td.uri, None)
+
+    @server.feature(CURSOR_NOTIFICATION)
+    def did_move_cursor(ls: QuillServer, params: Any) -> None:
+        try:
+            uri = params.textDocument.uri
+            pos = types.Position(line=int(params.position.line), character=int(params.position.character))
+        except (AttributeError, TypeError, ValueError):
+            logger.debug("malformed %s: %r", CURSOR_NOTIFICATION, params)
+            return
+        if pos.line < 0 or pos.character < 0:
+            return
+        ls.warm_document(uri, pos)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QuillServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -294,6 +334,7 @@ def build_core(settings: Settings | None = None) -> QuillServer:
     def did_close(ls: QuillServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.engine.cancel(uri)
+        ls.engine.forget(uri)
         ls.documents.close(uri)
         ls.parser.forget(uri)
 
@@ -358,6 +399,10 @@ def build_core(settings: Settings | None = None) -> QuillServer:
             "description": model.description if model else None,
             "error": ls.engine.model_error,
             "workspaceRoots": ls.workspace_roots,
+            "session": ls.engine.session_status(),
+            # Per open document: "cold", "warming" (idle-time work pending or running) or
+            # "ready" (its full prompt has been evaluated).
+            "documents": [{"uri": uri, "state": ls.engine.document_state(uri)} for uri in ls.documents.uris()],
         }
 
     @server.feature(types.SHUTDOWN)

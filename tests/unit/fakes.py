@@ -68,3 +68,71 @@ class FakeBackend(CharTokenizer):
 
 def fake_loaded(reply: Callable[[str], str], step_s: float = 0.0) -> LoadedModel:
     return LoadedModel(backend=FakeBackend(reply, step_s), template=get_template("plain"), stop=())
+
+
+class SlotFakeBackend(FakeBackend):
+    """A fake with the in-process backends' KV-slot interface (``kv_store``, ``eval_cost``,
+    ``prefill``, ``measure``), for the engine's session logic.  Evaluating a prompt token
+    costs ``eval_s``; the reuse rules are the real ones (``kv_store.plan_reuse``)."""
+
+    def __init__(self, reply: Callable[[str], str], eval_s: float = 0.0, n_ctx: int = 4096,
+                 prompt_tok_s: float = 200.0, gen_ms: float = 5.0, kv_cache_mb: int = 64) -> None:
+        super().__init__(reply, 0.0, n_ctx)
+        from lsp_server.backends.kv_store import SnapshotStore
+
+        self.eval_s = eval_s
+        self.speed = (prompt_tok_s, gen_ms)
+        self.kv_store = SnapshotStore(kv_cache_mb * 1024 * 1024)
+        self.slots: dict[str, list[int]] = {}
+        self.prefills: list[tuple[str, int, bool]] = []  # (slot, evaluated, complete)
+        self.n_threads = 1
+
+    def _plan(self, slot: str, prompt: Sequence[int]) -> int:
+        from lsp_server.backends.kv_store import plan_reuse
+
+        key = slot if self.kv_store.enabled else ""
+        return plan_reuse(self.slots.get(key, []), prompt, 32).keep
+
+    def eval_cost(self, prompt: Sequence[int], slot: str = "") -> int:
+        return len(prompt) - self._plan(slot, prompt)
+
+    def _eval(self, prompt: Sequence[int], slot: str, cancel: threading.Event) -> tuple[int, int, bool]:
+        key = slot if self.kv_store.enabled else ""
+        keep = self._plan(slot, prompt)
+        done = keep
+        while done < len(prompt):
+            if cancel.is_set():
+                break
+            step = min(8, len(prompt) - done)
+            if self.eval_s:
+                time.sleep(self.eval_s * step)
+            done += step
+        self.slots[key] = list(prompt[:done])
+        return keep, done - keep, done >= len(prompt)
+
+    def prefill(self, prompt: Sequence[int], slot: str, cancel: threading.Event, batch: int):  # noqa: ANN201
+        from lsp_server.backends.llama_cpp import PrefillResult
+
+        keep, evaluated, complete = self._eval(prompt, slot, cancel)
+        self.prefills.append((slot, evaluated, complete))
+        return PrefillResult(len(prompt), keep, 0, evaluated, complete, 0.0)
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
+        keep, evaluated, complete = self._eval(request.prompt, request.slot, cancel)
+        if not complete:
+            return GenerationResult("", [], len(request.prompt), keep, 0.0, 0.0, "cancelled", evaluated)
+        result = super().generate(request, cancel)
+        result.reused_tokens, result.evaluated_tokens = keep, evaluated
+        return result
+
+    def measure(self, threads: int, sample: Sequence[int], n_gen: int = 6):  # noqa: ANN201
+        from lsp_server.backends.llama_cpp import Throughput
+
+        return Throughput(threads, *self.speed)
+
+    def set_threads(self, threads: int) -> None:
+        self.n_threads = threads
+
+
+def slot_fake_loaded(reply: Callable[[str], str], **kwargs: float) -> LoadedModel:
+    return LoadedModel(backend=SlotFakeBackend(reply, **kwargs), template=get_template("plain"), stop=())  # type: ignore[arg-type]
