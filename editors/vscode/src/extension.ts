@@ -18,6 +18,8 @@ import { StatusBar } from "./status";
 import { CLIENT_ONLY_SETTINGS, findServer, isQuillMarkdown, parseModelsList, restartDelayMs } from "./util";
 
 const SECTION = "quill";
+/** Wait for the cursor to settle before telling the server where it is. */
+const CURSOR_DEBOUNCE_MS = 150;
 /** Give up restarting after this many crashes in a row (each within a minute of its start). */
 const MAX_RESTARTS = 6;
 /** A server that ran this long before exiting is treated as healthy: the backoff resets. */
@@ -57,6 +59,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand("quill.pickModel", () => quill?.pickModel()),
     vscode.commands.registerCommand("quill.showStatus", () => quill?.showStatus()),
     vscode.workspace.onDidChangeConfiguration((e) => quill?.onConfigurationChanged(e)),
+    vscode.window.onDidChangeActiveTextEditor((editor) => quill?.reportCursor(editor)),
+    vscode.window.onDidChangeTextEditorSelection((e) => quill?.reportCursor(e.textEditor)),
     { dispose: () => void quill?.stop() },
   );
   await quill.start();
@@ -91,6 +95,8 @@ class QuillClient {
   private modelState: "starting" | "loading" | "ready" | "error" = "starting";
   private modelDetail = "";
   private readonly serverKeys: string[];
+  private cursorTimer: NodeJS.Timeout | undefined;
+  private lastCursor = "";
 
   constructor(
     private readonly context: vscode.ExtensionContext,
@@ -103,6 +109,41 @@ class QuillClient {
       .filter((k) => k.startsWith(SECTION + "."))
       .map((k) => k.slice(SECTION.length + 1))
       .filter((k) => !CLIENT_ONLY_SETTINGS.has(k));
+  }
+
+  /**
+   * Tell the server where the cursor settled (a file opened or switched to, a jump, a
+   * click on another line), so that it evaluates the prompt a suggestion there will need
+   * before it is asked for.  Debounced; only a new line or file counts.
+   */
+  reportCursor(editor: vscode.TextEditor | undefined): void {
+    if (this.cursorTimer) {
+      clearTimeout(this.cursorTimer);
+    }
+    this.cursorTimer = setTimeout(() => {
+      this.cursorTimer = undefined;
+      const client = this.client;
+      if (!editor || !client || !client.isRunning() || !this.enabled) {
+        return;
+      }
+      const doc = editor.document;
+      // The selector holds plain {scheme, language} filters, which VS Code's matcher takes as they are.
+      if (vscode.languages.match(this.documentSelector() as vscode.DocumentFilter[], doc) === 0) {
+        return;
+      }
+      const pos = editor.selection.active;
+      const key = `${doc.uri.toString()}:${pos.line}`;
+      if (key === this.lastCursor) {
+        return;
+      }
+      this.lastCursor = key;
+      void client
+        .sendNotification("quill/didMoveCursor", {
+          textDocument: { uri: doc.uri.toString() },
+          position: { line: pos.line, character: pos.character },
+        })
+        .catch((error) => this.log.debug(`cursor report failed: ${error}`));
+    }, CURSOR_DEBOUNCE_MS);
   }
 
   private get config(): vscode.WorkspaceConfiguration {
@@ -293,6 +334,8 @@ class QuillClient {
     }
     // The model may already be loaded (or failed) before our handler was in place.
     await this.updateInfo(true);
+    this.lastCursor = "";
+    this.reportCursor(vscode.window.activeTextEditor);
   }
 
   /** Ask the server for `quill/status`: the tooltip shows model, device and version. */

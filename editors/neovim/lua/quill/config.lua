@@ -22,7 +22,7 @@ M.defaults = {
   --- Server settings, camelCase as in the server (model, backend, endpoint, gpuLayers,
   --- contextTokens, maxTokens, temperature, debounceMs, workspaceContext, enabled,
   --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv, secretPaths (a list of globs),
-  --- indexMaxFiles).  Unset keys keep the server's defaults.
+  --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup).  Unset keys keep the server's defaults.
   settings = {},
   --- Milliseconds to wait after the last keystroke before asking for a suggestion.
   debounce_ms = 60,
@@ -55,6 +55,7 @@ local SERVER_KEYS = {
   gpuLayers = "number", contextTokens = "number", maxTokens = "number", temperature = "number",
   debounceMs = "number", workspaceContext = "boolean", requestTimeoutS = "number", threads = "number",
   enabled = "boolean", cacheCompletions = "boolean", secretPaths = "table", indexMaxFiles = "number",
+  latencyTargetMs = "number", kvCacheMb = "number", warmup = "boolean",
 }
 M.SERVER_KEYS = SERVER_KEYS
 

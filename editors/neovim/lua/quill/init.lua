@@ -138,8 +138,67 @@ local function on_model_state(_, params)
   pcall(vim.cmd.redrawstatus)
 end
 
+-- Where the cursor settled (a buffer entered, a jump, a move to another line): the server
+-- evaluates the prompt a suggestion there will need before it is asked for.
+local CURSOR_DEBOUNCE_MS = 150
+local cursor_timers, cursor_sent = {}, {}
+
+local function report_cursor(bufnr)
+  local timer = cursor_timers[bufnr]
+  if timer == nil then
+    timer = (vim.uv or vim.loop).new_timer()
+    cursor_timers[bufnr] = timer
+  end
+  timer:stop()
+  timer:start(CURSOR_DEBOUNCE_MS, 0, vim.schedule_wrap(function()
+    if not enabled or not api.nvim_buf_is_valid(bufnr) or api.nvim_get_current_buf() ~= bufnr then
+      return
+    end
+    local row = api.nvim_win_get_cursor(0)[1]
+    if cursor_sent[bufnr] == row then
+      return
+    end
+    cursor_sent[bufnr] = row
+    for _, client in ipairs(clients(bufnr)) do
+      local params = vim.lsp.util.make_position_params(0, client.offset_encoding or "utf-16")
+      pcall(ghost.call, client, "notify", "quill/didMoveCursor", params)
+    end
+  end))
+end
+
+local function forget_cursor(bufnr)
+  local timer = cursor_timers[bufnr]
+  if timer ~= nil then
+    timer:stop()
+    timer:close()
+  end
+  cursor_timers[bufnr], cursor_sent[bufnr] = nil, nil
+end
+
 local function buffer_autocmds(bufnr)
   local g = api.nvim_create_augroup("quill.buf." .. bufnr, { clear = true })
+  api.nvim_create_autocmd({ "BufEnter", "CursorMoved", "InsertEnter" }, {
+    group = g,
+    buffer = bufnr,
+    callback = function()
+      report_cursor(bufnr)
+    end,
+  })
+  api.nvim_create_autocmd("BufLeave", {
+    group = g,
+    buffer = bufnr,
+    callback = function()
+      cursor_sent[bufnr] = nil -- coming back reports the cursor again
+    end,
+  })
+  api.nvim_create_autocmd("BufWipeout", {
+    group = g,
+    buffer = bufnr,
+    callback = function()
+      forget_cursor(bufnr)
+    end,
+  })
+  report_cursor(bufnr)
   if M.native() then
     return
   end
