@@ -101,3 +101,26 @@ test-vscode: install test-vscode-unit vscode-e2e-deps
 	node $(VSCODE_E2E)/e2e.mjs
 
 test-editors: test-nvim test-vscode
+
+# ---------------------------------------------------------------------------------------
+# llama.cpp's own llama-server (the server llama.vim / llama.vscode users run), built from
+# the llama.cpp source inside the llama-cpp-python sdist with the portable flags above:
+# the baseline of benchmarks/session.py.  About 25 minutes on one core.
+LLAMA_SERVER_DIR := build/llama-server
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+
+.PHONY: llama-server bench-session
+
+llama-server: $(LLAMA_SERVER_DIR)/bin/llama-server
+
+$(LLAMA_SERVER_DIR)/bin/llama-server: | install
+	mkdir -p build/sdist
+	$(PY) -m pip download -q --no-binary :all: --no-deps -d build/sdist llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)
+	tar xzf build/sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz -C build/sdist
+	cmake -S build/sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)/vendor/llama.cpp -B $(LLAMA_SERVER_DIR) \
+	  -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF $(LLAMA_CMAKE_ARGS)
+	cmake --build $(LLAMA_SERVER_DIR) --target llama-server -j $$(nproc)
+
+# The session benchmark: Quill with and without its session features, and llama-server.
+bench-session: install
+	$(PY) benchmarks/session.py

@@ -16,6 +16,12 @@ runs ``prefix + completion + suffix + test + check(entry_point)`` in a fresh sub
 Prints, per kind and setting: cases, exact match, edit similarity, latency percentiles,
 and the cross_file_name hit rate (repo_line) or pass@1 (fim_random_span).
 
+Moments (``--moments``): "warm" (default) reports the cursor and asks once the server
+says (``quill/status``) that the document's full prompt is evaluated: the quality of
+every request after the first in a file.  "cold" asks right after opening: the first
+request in a file, answered from a short quick prompt (see docs/latency.md).  "today"
+asks right after opening with the session features off (always the full prompt).
+
     python benchmarks/quality.py                      # everything, both settings
     python benchmarks/quality.py --limit 20 --kinds repo_line --settings on
     python benchmarks/quality.py --cases click/0,click/5 --show
@@ -129,13 +135,33 @@ class Session:
                     break
                 await asyncio.sleep(0.1)
 
-    async def complete(self, path: Path, text: str, line: int, character: int) -> tuple[str, float]:
+    async def wait_warm(self, uri: str, timeout_s: float = 600.0) -> None:
+        """Until the server says the document's full prompt is evaluated (quill/status)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = _plain(await self.client.protocol.send_request_async("quill/status", {}))
+            session = status.get("session") or {}
+            state = next((d.get("state") for d in status.get("documents") or [] if d.get("uri") == uri), None)
+            if state == "ready" and not session.get("pendingWarm") and not session.get("warming"):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{uri} did not become warm in {timeout_s:.0f} s")
+
+    async def complete(self, path: Path, text: str, line: int, character: int, moment: str = "warm") -> tuple[str, float]:
+        """One completion.  ``moment`` "warm": the editor reports the cursor and the user
+        asks once the server has evaluated the full prompt (what every later request in a
+        file gets); "cold": asked right after opening (the first request in a file)."""
         uri = path.as_uri()
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
                 text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
             )
         )
+        if moment == "warm":
+            self.client.protocol.notify(
+                "quill/didMoveCursor", {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
+            )
+            await self.wait_warm(uri)
         t0 = time.perf_counter()
         result = await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(
@@ -162,6 +188,16 @@ class Session:
             await asyncio.wait_for(self.client.stop(), timeout=10)
         except Exception:
             pass
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "_asdict"):
+        return {k: _plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 # ------------------------------------------------------------------- cases
@@ -194,7 +230,7 @@ def ensure_repos(repos: Path) -> Path:
 
 
 async def run_repo_line(
-    cases: list[dict[str, Any]], setting: str, options: dict[str, Any], repos: Path, show: bool
+    cases: list[dict[str, Any]], setting: str, options: dict[str, Any], repos: Path, show: bool, moment: str = "warm"
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     by_repo: dict[str, list[dict[str, Any]]] = {}
@@ -217,7 +253,7 @@ async def run_repo_line(
                     cut = "\n".join(lines)
                     path.write_text(cut, encoding="utf-8")
                     try:
-                        completion, ms = await session.complete(path, cut, c["line"], c["character"])
+                        completion, ms = await session.complete(path, cut, c["line"], c["character"], moment)
                     finally:
                         path.write_text(original, encoding="utf-8")
                     first = completion.split("\n", 1)[0]
@@ -238,7 +274,9 @@ async def run_repo_line(
     return outcomes
 
 
-async def run_fim(cases: list[dict[str, Any]], setting: str, options: dict[str, Any], show: bool) -> list[Outcome]:
+async def run_fim(
+    cases: list[dict[str, Any]], setting: str, options: dict[str, Any], show: bool, moment: str = "warm"
+) -> list[Outcome]:
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="quill-ws-fim-") as tmp:
         root = Path(tmp) / "humaneval"
@@ -252,7 +290,7 @@ async def run_fim(cases: list[dict[str, Any]], setting: str, options: dict[str, 
                 text = c["prefix"] + c["suffix"]
                 line = c["prefix"].count("\n")
                 character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
-                completion, ms = await session.complete(path, text, line, character)
+                completion, ms = await session.complete(path, text, line, character, moment)
                 outcomes.append(Outcome(c, setting, completion, ms))
                 if show:
                     print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
@@ -350,13 +388,13 @@ def summarize(kind: str, setting: str, outcomes: list[Outcome]) -> dict[str, Any
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'kind':16} {'context':7} {'cases':>5} {'EM':>6} {'ES':>6} {'xfile/pass@1':>12} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"
+    header = f"{'kind':16} {'context':9} {'cases':>5} {'EM':>6} {'ES':>6} {'xfile/pass@1':>12} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
         extra = r.get("cross_file_name_hit", r.get("pass@1", float("nan")))
         print(
-            f"{r['kind']:16} {r['setting']:7} {r['cases']:5d} {r['exact_match']:6.3f} {r['edit_similarity']:6.3f} "
+            f"{r['kind']:16} {r['setting']:9} {r['cases']:5d} {r['exact_match']:6.3f} {r['edit_similarity']:6.3f} "
             f"{extra:12.3f} {r['p50_ms']:7.0f} {r['p90_ms']:7.0f} {r['p99_ms']:7.0f}"
         )
 
@@ -366,6 +404,19 @@ async def main_async(args: argparse.Namespace) -> int:
     ids = {x.strip() for x in args.cases.split(",")} if args.cases else None
     cases = load_cases(Path(args.dev), kinds, ids, args.limit)
     settings = [s.strip() for s in args.settings.split(",")]
+    moments = [m.strip() for m in args.moments.split(",") if m.strip()]
+    # Rows: each workspaceContext setting asked once the document is warm (what every
+    # request after the first in a file gets), right after the open (the first request in a
+    # cold file: a quick prompt), and with the session features off (the behaviour before
+    # them: always the full prompt).
+    variants: list[tuple[str, str, str, dict[str, Any]]] = []  # (label, setting, moment, extra options)
+    for setting in settings:
+        if "warm" in moments:
+            variants.append((setting, setting, "warm", {}))
+        if "cold" in moments:
+            variants.append((f"{setting} cold", setting, "cold", {}))
+        if "today" in moments:
+            variants.append((f"{setting} today", setting, "cold", {"latencyTargetMs": 0, "kvCacheMb": 0, "warmup": False}))
     repos = ensure_repos(Path(args.repos)) if cases.get("repo_line") else Path(args.repos)
     rows: list[dict[str, Any]] = []
     all_outcomes: list[Outcome] = []
@@ -377,23 +428,23 @@ async def main_async(args: argparse.Namespace) -> int:
         kind_cases = cases.get(kind, [])
         if not kind_cases:
             continue
-        results: dict[str, list[Outcome]] = {s: [] for s in settings}
+        results: dict[str, list[Outcome]] = {v[0]: [] for v in variants}
         if kind == "repo_line":
             # Alternate settings per repository so machine load hits both rows alike.
             by_repo: dict[str, list[dict[str, Any]]] = {}
             for c in kind_cases:
                 by_repo.setdefault(c["repo"], []).append(c)
             for repo_cases in by_repo.values():
-                for setting in settings:
-                    opts = dict(args.base_options, workspaceContext=setting == "on")
-                    results[setting] += await run_repo_line(repo_cases, setting, opts, repos, args.show)
+                for label, setting, moment, extra in variants:
+                    opts = dict(args.base_options, workspaceContext=setting == "on", **extra)
+                    results[label] += await run_repo_line(repo_cases, label, opts, repos, args.show, moment)
         else:
-            for setting in settings:
-                opts = dict(args.base_options, workspaceContext=setting == "on")
-                results[setting] += await run_fim(kind_cases, setting, opts, args.show)
-        for setting in settings:
-            rows.append(summarize(kind, setting, results[setting]))
-            all_outcomes += results[setting]
+            for label, setting, moment, extra in variants:
+                opts = dict(args.base_options, workspaceContext=setting == "on", **extra)
+                results[label] += await run_fim(kind_cases, label, opts, args.show, moment)
+        for label, *_ in variants:
+            rows.append(summarize(kind, label, results[label]))
+            all_outcomes += results[label]
         print(f"[{kind} done after {time.perf_counter() - t_start:.0f} s]", file=sys.stderr)
     print()
     print(f"options: {json.dumps(args.base_options)}")
@@ -436,6 +487,12 @@ def main() -> int:
     ap.add_argument("--repos", default=str(DEFAULT_REPOS), help="make_repo_cases.py output (fetched if missing)")
     ap.add_argument("--kinds", default="repo_line,fim_random_span")
     ap.add_argument("--settings", default="off,on", help="workspaceContext settings to run: off,on")
+    ap.add_argument(
+        "--moments",
+        default="warm,cold",
+        help="warm: asked once the server has evaluated the document's full prompt; cold: asked right after "
+        "opening (the first request in a file); today: asked right after opening with the session features off",
+    )
     ap.add_argument("--limit", type=int, help="at most N cases per kind (spread over repositories)")
     ap.add_argument("--cases", help="comma-separated case ids (e.g. click/0,rich/12)")
     ap.add_argument(
