@@ -40,6 +40,8 @@ from lsp_server.families.completion import ContextChunk
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 256
+# A remote endpoint that could not be reached is tried again after this long.
+REMOTE_RETRY_S = 30.0
 # The quick prompt of a cold document starts on every 4th line (the full one on every 16th).
 QUICK_LINE_QUANTUM = 4
 # Tokens a typical suggestion takes to generate (a rest of line), for sizing the quick
@@ -186,6 +188,7 @@ class CompletionEngine:
         self._model_key: tuple[object, ...] | None = None
         self._model_error: str | None = None
         self._load_lock: asyncio.Lock | None = None
+        self._error_at = 0.0
         self._inflight: dict[str, threading.Event] = {}
         self._cache: OrderedDict[tuple[object, ...], _CacheEntry] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -275,7 +278,7 @@ class CompletionEngine:
             key = self.settings.model_settings()
             if self._model is not None and self._model_key == key:
                 return self._model
-            if self._model_key == key and self._model_error is not None:
+            if self._model_key == key and self._model_error is not None and not self._retry_due():
                 raise ModelUnavailable(self._model_error)
             settings = self.settings
             self._state("loading", settings.model)
@@ -286,6 +289,7 @@ class CompletionEngine:
             except Exception as exc:  # any failure is a clear message, never a crash
                 self._model_key = key
                 self._model_error = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                self._error_at = time.monotonic()
                 logger.error("model %s failed to load: %s", settings.model, self._model_error)
                 self._state("error", self._model_error)
                 raise ModelUnavailable(self._model_error) from exc
@@ -296,6 +300,11 @@ class CompletionEngine:
             self._state("ready", model.description)
             self._kick()
             return model
+
+    def _retry_due(self) -> bool:
+        """A remote endpoint that was down is tried again after a while (a local model
+        file that failed stays failed until the settings change)."""
+        return self.settings.backend == "openai" and time.monotonic() - self._error_at >= REMOTE_RETRY_S
 
     def load_model_sync(self) -> LoadedModel:
         """For the CLI: load the model on the calling thread."""

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
@@ -80,6 +80,11 @@ class QuillProtocol(LanguageServerProtocol):
     """
 
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if isinstance(data, dict) and "method" in data and "id" in data and data.get("jsonrpc") != "2.0":
+            # Not JSON-RPC 2.0: pygls would drop it and the client would wait forever.
+            if isinstance(data["id"], (int, str)) and not isinstance(data["id"], bool):
+                self._send_response(data["id"], error=JsonRpcInvalidRequest('"jsonrpc" must be "2.0"').to_response_error())
+            return JsonRPCNotification(method="$/quill/invalidMessage", jsonrpc="2.0", params=None)
         try:
             return super().structure_message(data)
         except JsonRpcException as exc:
@@ -149,7 +154,8 @@ class QuillServer(LanguageServer):
         token = f"quill-model-{uuid.uuid4()}" if self._client_has_progress() else None
         if token is not None:
             try:
-                await self.work_done_progress.create_async(token)
+                # A client that never answers must not hold the model load back.
+                await asyncio.wait_for(self.work_done_progress.create_async(token), 5.0)
                 self.work_done_progress.begin(
                     token, types.WorkDoneProgressBegin(title="Quill", message=f"loading model {self.settings.model}")
                 )
