@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import statistics
 import sys
@@ -78,7 +79,7 @@ def make_cases(n: int, keys: int, seed: int = 0) -> list[Case]:
 
 
 async def run_both(
-    cases: list[Case], workspace: Path, workspace_context: bool, direct: DirectModel
+    cases: list[Case], workspace: Path, workspace_context: bool, direct: DirectModel, extra: dict | None = None
 ) -> tuple[list[list[float]], list[list[float]]]:
     client = LanguageClient("quill-latency-bench", "1")
     await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning")
@@ -92,6 +93,7 @@ async def run_both(
                 "workspaceContext": workspace_context,
                 "requestTimeoutS": 600,
                 "maxTokens": 48,
+                **(extra or {}),
             },
         )
     )
@@ -193,6 +195,11 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--keys", type=int, default=6, help="characters typed per case")
     parser.add_argument("--workspace-context", action="store_true", help="server with workspace context on")
+    parser.add_argument(
+        "--server-settings",
+        default="{}",
+        help='more server settings as JSON, e.g. \'{"latencyTargetMs": 0, "warmup": false}\' (the full prompt on every request)',
+    )
     args = parser.parse_args()
 
     from lsp_server.registry import resolve_model
@@ -203,7 +210,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="quill-latency-") as tmp:
         workspace = Path(tmp)
         direct = DirectModel(model_path, 2048)
-        server_t, direct_t = asyncio.run(run_both(cases, workspace, args.workspace_context, direct))
+        extra = json.loads(args.server_settings)
+        server_t, direct_t = asyncio.run(run_both(cases, workspace, args.workspace_context, direct, extra))
     s = summarize("server", server_t)
     d = summarize("direct", direct_t)
     print(f"server/direct: keystroke p50 {s['keys_p50'] / d['keys_p50']:.2f}, p95 {s['keys_p95'] / d['keys_p95']:.2f}, "

@@ -237,7 +237,10 @@ class WarmQueue:
     """Pending idle-time work, one entry per (document, purpose); newest first, and
     speculation before prefill (it serves the very next keystroke)."""
 
-    LIMIT = 16
+    LIMIT = 8
+    # Documents opened without a known cursor (an editor restoring its tabs): only the
+    # newest few are evaluated ahead, not every file a workspace opens.
+    UNKNOWN_CURSOR_LIMIT = 2
 
     def __init__(self) -> None:
         self._items: OrderedDict[tuple[str, bool], WarmTarget] = OrderedDict()
@@ -249,6 +252,9 @@ class WarmQueue:
             key = (target.uri, target.speculative)
             self._items.pop(key, None)
             self._items[key] = target
+            blind = [k for k, t in self._items.items() if not t.cursor_known]
+            for k in blind[: max(0, len(blind) - self.UNKNOWN_CURSOR_LIMIT)]:
+                del self._items[k]
             while len(self._items) > self.LIMIT:
                 self._items.popitem(last=False)
 

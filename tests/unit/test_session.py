@@ -183,3 +183,12 @@ def test_warm_queue_order():
     assert q.pop().uri == "a"  # type: ignore[union-attr]
     assert q.pop().uri == "b"  # type: ignore[union-attr]
     assert q.pop() is None
+
+
+def test_only_the_newest_documents_opened_without_a_cursor_are_warmed():
+    q = WarmQueue()
+    for i in range(5):
+        q.put(WarmTarget(f"file:///tab{i}.py", None, False))
+    q.put(WarmTarget("file:///here.py", None, True))
+    popped = [q.pop() for _ in range(len(q))]
+    assert [t.uri for t in popped if t is not None] == ["file:///here.py", "file:///tab4.py", "file:///tab3.py"]
