@@ -49,7 +49,7 @@ from pygls.lsp.client import LanguageClient
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.harness import dev_dir, fim_passes, percentile, read_jsonl  # noqa: E402
+from benchmarks.harness import dev_dir, fim_passes, percentile, plain, read_jsonl  # noqa: E402
 
 DEFAULT_DEV = dev_dir()
 DEFAULT_REPOS = Path(os.environ.get("QUILL_EVAL_REPOS", os.path.join(tempfile.gettempdir(), "quill-eval")))
@@ -139,7 +139,7 @@ class Session:
         """Until the server says the document's full prompt is evaluated (quill/status)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            status = _plain(await self.client.protocol.send_request_async("quill/status", {}))
+            status = plain(await self.client.protocol.send_request_async("quill/status", {}))
             session = status.get("session") or {}
             state = next((d.get("state") for d in status.get("documents") or [] if d.get("uri") == uri), None)
             if state == "ready" and not session.get("pendingWarm") and not session.get("warming"):
@@ -188,16 +188,6 @@ class Session:
             await asyncio.wait_for(self.client.stop(), timeout=10)
         except Exception:
             pass
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "_asdict"):
-        return {k: _plain(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 # ------------------------------------------------------------------- cases

@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,9 @@ from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import free_port, percentile, plain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["textwrap.py", "shlex.py", "fractions.py", "graphlib.py", "heapq.py", "cmd.py"]
@@ -88,15 +90,6 @@ def make_cases(n: int) -> list[FileCase]:
     return cases
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
 @dataclass
 class Sample:
     moment: str  # "open", "back", "key-gen", "key-cache"
@@ -114,17 +107,6 @@ class RunResult:
     rss_mb: float = float("nan")
     threads: int | None = None
     notes: str = ""
-
-
-def _plain(obj: Any) -> Any:
-    """pygls returns custom results as namedtuple-like objects; make them dicts."""
-    if hasattr(obj, "_asdict"):
-        return {k: _plain(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -207,7 +189,7 @@ class QuillEditor(Editor):
         except asyncio.TimeoutError:
             timed_out = True
         ms = (time.perf_counter() - t0) * 1000
-        status = _plain(await self.client.protocol.send_request_async("quill/status", {}))
+        status = plain(await self.client.protocol.send_request_async("quill/status", {}))
         last = (status.get("session") or {}).get("lastCompletion") or {}
         if ms >= self.timeout_s * 1000:
             timed_out = True
@@ -329,19 +311,13 @@ async def run_quill(cases: list[FileCase], pause_s: float, settings: dict[str, A
         await asyncio.sleep(1.0)
         pid = client._server.pid if getattr(client, "_server", None) else None  # type: ignore[attr-defined]
         samples = await replay(QuillEditor(client, workspace, timeout_s), cases, pause_s)
-        full = _plain(await client.protocol.send_request_async("quill/status", {}))
+        full = plain(await client.protocol.send_request_async("quill/status", {}))
         rss = peak_rss_mb(pid) if pid else float("nan")
         await client.shutdown_async(None)
         client.exit(None)
         await client.stop()
     session = full.get("session") or {}
     return RunResult(label, samples, rss, session.get("threads"), json.dumps(session.get("stats", {})))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_llama_server(binary: str, model: str, threads: int, cases: list[FileCase], pause_s: float, timeout_s: float) -> RunResult:
@@ -388,7 +364,7 @@ def print_table(results: list[RunResult], title: str) -> None:
             ms = [s.ms for s in ss]
             ev = [s.evaluated for s in ss if s.evaluated >= 0]
             print(
-                f"| {r.label} | {label} | {len(ss)} | {statistics.median(ms):,.0f} | {pct(ms, 0.95):,.0f} | {max(ms):,.0f} | "
+                f"| {r.label} | {label} | {len(ss)} | {statistics.median(ms):,.0f} | {percentile(ms, 0.95):,.0f} | {max(ms):,.0f} | "
                 f"{sum(1 for s in ss if not s.text.strip())} | {sum(1 for s in ss if s.timed_out)} | "
                 f"{statistics.median(ev) if ev else 'n/a'} | {r.rss_mb:,.0f} |"
             )

@@ -18,6 +18,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from benchmarks.harness import plain
 from tests.lsp.test_completion import GUARD_S, end_of, inline, open_doc
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
@@ -58,16 +59,6 @@ async def client(request, lsp_client: LanguageClient, tmp_path_factory):
     lsp_client.root = root  # type: ignore[attr-defined]
     yield
     await lsp_client.shutdown_session()
-
-
-def plain(obj: Any) -> Any:
-    if hasattr(obj, "_asdict"):
-        return {k: plain(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [plain(v) for v in obj]
-    return obj
 
 
 async def status(client: LanguageClient) -> dict[str, Any]:
