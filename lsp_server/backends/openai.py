@@ -407,6 +407,7 @@ class OpenAIBackend:
         chunks = 0
         t_first: float | None = None
         stop_reason = "length"
+        ended = False  # the stream said it was done ([DONE] or a finish_reason), or we stopped it
         try:
             if resp.status != 200:
                 raw = resp.read().decode("utf-8", "replace")
@@ -420,6 +421,7 @@ class OpenAIBackend:
                     stop_reason = "cancelled"
                     break
                 if event == "[DONE]":
+                    ended = True
                     break
                 try:
                     payload = json.loads(event)
@@ -437,15 +439,23 @@ class OpenAIBackend:
                     hit = find_stop(text[len(request.forced_prefix) :], request.stop)
                     if hit is not None:
                         text = text[: len(request.forced_prefix) + hit]
-                        stop_reason = "stop"
+                        stop_reason, ended = "stop", True
                         break
                     if request.should_stop is not None and request.should_stop(text):
-                        stop_reason = "condition"
+                        stop_reason, ended = "condition", True
                         break
                 finish = choice.get("finish_reason")
                 if finish:
                     stop_reason = "length" if finish == "length" else "eos"
+                    ended = True
                     break
+            if not ended and not cancel.is_set():
+                # The connection closed before the server said the completion was done: the
+                # text is a fragment (a line cut in the middle), never a suggestion.
+                raise EndpointError(
+                    f"the completion server at {self.endpoint.url} closed the stream before the completion "
+                    f"ended ({chunks} chunks received); the partial text was dropped"
+                )
         except EndpointError:
             raise
         except Exception as exc:  # a dropped connection surfaces as any of several errors

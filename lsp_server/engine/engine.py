@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -40,8 +41,12 @@ from lsp_server.families.completion import ContextChunk
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 256
-# A remote endpoint that could not be reached is tried again after this long.
-REMOTE_RETRY_S = 30.0
+# A remote endpoint that could not be reached is tried again after this long
+# (QUILL_REMOTE_RETRY_S overrides it: the stress tests wait one second, not thirty).
+try:
+    REMOTE_RETRY_S = max(0.0, float(os.environ.get("QUILL_REMOTE_RETRY_S") or 30.0))
+except ValueError:
+    REMOTE_RETRY_S = 30.0
 # The quick prompt of a cold document starts on every 4th line (the full one on every 16th).
 QUICK_LINE_QUANTUM = 4
 # Tokens a typical suggestion takes to generate (a rest of line), for sizing the quick

@@ -14,7 +14,7 @@ MODES = ("ok", "hang", "close", "garbage", "500", "429", "slow-first-token")
 
 
 class FakeOpenAI:
-    def __init__(self, completion: str = "return n\n") -> None:
+    def __init__(self, completion: str = "return n\n", port: int = 0) -> None:
         self.mode = "ok"
         self.completion = completion
         self.prompts: list[str] = []
@@ -92,7 +92,7 @@ class FakeOpenAI:
                 self.wfile.flush()
                 self.close_connection = True
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -43,8 +43,8 @@ def seed(ws) -> None:
     (ws / "internal" / "values.py").write_text(f'def internal_value():\n    return "{SECRETS["user_glob"]}"\n')
 
 
-def start(ws, url: str, **extra) -> Server:
-    s = Server()
+def start(ws, url: str, env: dict[str, str] | None = None, **extra) -> Server:
+    s = Server(env=env)
     s.request(0, "initialize", {
         "processId": None, "capabilities": {}, "rootUri": f"file://{ws}",
         "initializationOptions": {"backend": "openai", "endpoint": url, "model": "smollm2-135m-instruct",
@@ -121,33 +121,41 @@ def test_endpoint_faults_degrade_one_request_and_recover(tmp_path):
                     assert items(response), (mode, response)
                 else:
                     assert ms < 10_000, (mode, ms)
+                    # A stream cut in the middle ("close" sends one 3-character chunk, then
+                    # hangs up) is a fragment: never offered as a suggestion.
+                    assert not items(response), (mode, response)
             messages = [m["params"]["message"] for m in s.messages if m.get("method") == "window/showMessage"]
             assert any("500" in m for m in messages), messages
             assert any("429" in m for m in messages), messages
+            assert any("closed the stream" in m for m in messages), messages
             figure("remote faults", injected=len(results) - 2, results=" ".join(results), user_messages=len(messages))
         finally:
             s.close()
 
 
-@pytest.mark.xfail(reason="needs the engine hook: a failed remote load is retried (see report); today only a settings change retries", strict=False)
 def test_endpoint_down_at_start_recovers_when_it_comes_up(tmp_path):
+    """Nothing listens on the endpoint when the server starts: a clear message, no crash;
+    once the endpoint is up, completions come back without a restart or a settings change
+    (the engine tries a failed remote load again after REMOTE_RETRY_S, here 1 s)."""
     port = _free_port()
-    s = start(tmp_path, f"http://127.0.0.1:{port}", workspaceContext=False)
+    s = start(tmp_path, f"http://127.0.0.1:{port}", env={"QUILL_REMOTE_RETRY_S": "1"}, workspaceContext=False)
     try:
         s.open("file:///r/b.py", "def f(n):\n    return ")
-        s.response(s.inline("file:///r/b.py", 1, 11), timeout=20)
-        fake = FakeOpenAI("n + 1\n")
-        fake.httpd.server_close()
-        from http.server import ThreadingHTTPServer
-
-        fake.httpd = ThreadingHTTPServer(("127.0.0.1", port), fake.httpd.RequestHandlerClass)
-        fake.url = f"http://127.0.0.1:{port}"
-        import threading
-
-        fake._thread = threading.Thread(target=fake.httpd.serve_forever, daemon=True)
-        with fake:
-            time.sleep(0.5)
-            response = s.response(s.inline("file:///r/b.py", 1, 11), timeout=20)
-            assert items(response)
+        response = s.response(s.inline("file:///r/b.py", 1, 11), timeout=20)
+        assert not items(response)
+        assert s.alive()
+        down = [m["params"]["message"] for m in s.messages if m.get("method") == "window/showMessage"]
+        assert any(f"127.0.0.1:{port}" in m for m in down), down
+        with FakeOpenAI("n + 1\n", port=port) as fake:
+            t0 = time.monotonic()
+            got: list = []
+            for _ in range(20):  # bounded: 20 tries, at most ~10 s after the endpoint is up
+                got = items(s.response(s.inline("file:///r/b.py", 1, 11), timeout=20))
+                if got:
+                    break
+                time.sleep(0.5)
+            assert got, "no completion after the endpoint came up"
+            assert fake.prompts
+            figure("remote down at start", recovered_after_s=time.monotonic() - t0, retry_s=1)
     finally:
         s.close()
