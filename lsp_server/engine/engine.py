@@ -132,6 +132,8 @@ class _LastResult:
     prefix: str
     line_suffix: str
     text: str
+    kind: str = ""  # the prompt it came from ("quick" ones expire once the full prompt is ready)
+    at: float = 0.0
 
 
 @dataclass
@@ -326,6 +328,8 @@ class CompletionEngine:
         last = self._last.get(req.uri)
         if last is None:
             return None
+        if last.kind == "quick" and self._full_ready.get(req.uri, -1.0) > last.at:
+            return None
         if req.offset < len(last.prefix) or cur.line_suffix != last.line_suffix:
             return None
         if req.text[: len(last.prefix)] != last.prefix:
@@ -388,7 +392,7 @@ class CompletionEngine:
         if entry is not None:
             self.stats.cache_hits += 1
             self.stats.speculative_hits += int(entry.speculative)
-            self._remember(req, cur, entry.text)
+            self._remember(req, cur, entry.text, entry.kind, entry.at)
             if entry.kind == "quick":
                 self.warm(req, cursor_known=True)  # the full prompt is still to come
             self._speculate(req, entry.text)
@@ -442,8 +446,9 @@ class CompletionEngine:
         result.timings_ms["total"] = (time.perf_counter() - t_start) * 1000
         self.last_result = result.as_dict()
         if result.stop_reason != "cancelled":
-            self._cache_put(key, _CacheEntry(result.text, result.prompt_kind, time.monotonic(), False, result.prompt_tokens))
-            self._remember(req, cur, result.text)
+            entry = _CacheEntry(result.text, result.prompt_kind, time.monotonic(), False, result.prompt_tokens)
+            self._cache_put(key, entry)
+            self._remember(req, cur, result.text, entry.kind, entry.at)
             if result.prompt_kind == "quick":
                 self.warm(req, cursor_known=True)
             self._speculate(req, result.text)
@@ -456,9 +461,9 @@ class CompletionEngine:
         self.last_result = result.as_dict()
         return result
 
-    def _remember(self, req: CompletionRequest, cur: CursorText, text: str) -> None:
+    def _remember(self, req: CompletionRequest, cur: CursorText, text: str, kind: str = "", at: float = 0.0) -> None:
         if text:
-            self._last[req.uri] = _LastResult(prefix=req.text[: req.offset], line_suffix=cur.line_suffix, text=text)
+            self._last[req.uri] = _LastResult(req.text[: req.offset], cur.line_suffix, text, kind, at or time.monotonic())
         else:
             self._last.pop(req.uri, None)
 
@@ -626,6 +631,10 @@ class CompletionEngine:
         """A document was closed: drop its pending idle-time work (its KV state stays in
         the LRU, for when it is opened again)."""
         self._warm.drop(uri)
+        self._last.pop(uri, None)
+        self._full_ready.pop(uri, None)
+        for kind in ("full", "quick"):
+            self._starts.pop((uri, kind), None)
 
     def _begin_foreground(self) -> None:
         self._foreground += 1
