@@ -82,6 +82,13 @@ class GenerationResult:
     stop_reason: str  # "stop", "length", "cancelled", "eos", "condition"
     evaluated_tokens: int = -1  # prompt tokens evaluated (-1: the backend does not say)
     shifted_tokens: int = 0  # reused tokens that were moved to new positions
+    # Per generated token: its log-probability (temperature 1, no mask) and the character
+    # offset in ``text`` where it ends (empty: the backend does not say).
+    logprobs: list[float] = field(default_factory=list)
+    token_ends: list[int] = field(default_factory=list)
+    # For the first steps, the most likely tokens there: [(token, log-probability)], best
+    # first (engine/candidates.py branches from them).
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -274,7 +274,7 @@ class CTransformersBackend:
             self._llm._context = []
             raise BackendError(f"ctransformers failed to evaluate the prompt: {exc}") from exc
         t1 = time.perf_counter()
-        text, tokens, stop_reason = decode(
+        out = decode(
             request,
             cancel,
             self._rng,
@@ -286,13 +286,16 @@ class CTransformersBackend:
         )
         t2 = time.perf_counter()
         return GenerationResult(
-            text=text,
-            tokens=tokens,
+            text=out.text,
+            tokens=out.tokens,
             prompt_tokens=len(request.prompt),
             reused_tokens=reused,
             prompt_ms=(t1 - t0) * 1000,
             generate_ms=(t2 - t1) * 1000,
-            stop_reason=stop_reason,
+            stop_reason=out.stop_reason,
+            logprobs=out.logprobs,
+            token_ends=out.token_ends,
+            top=out.top,
         )
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -137,6 +138,47 @@ def check_request(request: GenerationRequest, n_ctx: int) -> None:
         )
 
 
+# Alternatives kept per step for candidates (engine/candidates.py), for the first steps only.
+TOP_K = 4
+TOP_STEPS = 4
+
+
+@dataclass
+class Decoded:
+    """What one decode produced: the text, its tokens, why it stopped, each token's
+    log-probability under the model's (unconstrained, temperature 1) distribution and the
+    character offset in ``text`` where it ends, and for the first steps the most likely
+    tokens there (id, log-probability; under the healing mask while it applies)."""
+
+    text: str
+    tokens: list[int]
+    stop_reason: str
+    logprobs: list[float] = field(default_factory=list)
+    token_ends: list[int] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+
+
+def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log p(ids) under softmax(logits)."""
+    m = float(logits.max())
+    lse = m + float(np.log(np.exp(logits - m).sum()))
+    return logits[ids].astype(np.float64) - lse
+
+
+def top_tokens(logits: np.ndarray, allowed: np.ndarray | None, k: int = TOP_K) -> list[tuple[int, float]]:
+    """The ``k`` most likely tokens (within ``allowed`` when given), best first."""
+    pool = allowed if allowed is not None else None
+    sub = logits[pool] if pool is not None else logits
+    if sub.size == 0:
+        return []
+    k = min(k, sub.size)
+    idx = np.argpartition(sub, -k)[-k:]
+    idx = idx[np.argsort(-sub[idx])]
+    ids = pool[idx] if pool is not None else idx
+    lps = log_softmax_at(logits, np.asarray(ids, dtype=np.int64))
+    return [(int(t), float(lp)) for t, lp in zip(ids, lps, strict=True)]
+
+
 def decode(
     request: GenerationRequest,
     cancel: threading.Event,
@@ -147,32 +189,45 @@ def decode(
     piece: Callable[[int], bytes],
     is_eog: Callable[[int], bool],
     allowed_tokens: Callable[[bytes], np.ndarray],
-) -> tuple[str, list[int], str]:
+    head: Sequence[int] = (),
+) -> Decoded:
     """The token loop of the in-process backends, after the prompt has been evaluated.
 
     Constrains the first tokens to the forced (healed) prefix, checks ``cancel`` between
     tokens, stops on end of generation, a stop string or ``request.should_stop``.
-    Returns (text, tokens, stop reason).
+    ``head``: tokens taken as the first ones instead of the model's choice (a candidate
+    that branches from the greedy path; see engine/candidates.py).
     """
     forced = request.forced_prefix.encode("utf-8", "replace")
     produced = b""
     text = ""
     tokens: list[int] = []
+    logprobs: list[float] = []
+    ends: list[int] = []
+    top: list[list[tuple[int, float]]] = []
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     stop_reason = "length"
-    for _ in range(request.max_tokens):
+    for step in range(request.max_tokens):
         if cancel.is_set():
             stop_reason = "cancelled"
             break
         allowed = allowed_tokens(forced[len(produced) :]) if len(produced) < len(forced) else None
-        token = pick_token(logits(), request.temperature, allowed, rng)
+        current = logits()
+        if step < len(head):
+            token = int(head[step])
+        else:
+            token = pick_token(current, request.temperature, allowed, rng)
+        if step < TOP_STEPS:
+            top.append(top_tokens(current, allowed))
         if token < 0 or is_eog(token):
             stop_reason = "eos"
             break
         tokens.append(token)
+        logprobs.append(float(log_softmax_at(current, np.asarray([token], dtype=np.int64))[0]))
         data = piece(token)
         produced += data
         text += decoder.decode(data)
+        ends.append(len(text))
         hit = find_stop(text, request.stop)
         if hit is not None:
             text = text[:hit]
@@ -184,7 +239,7 @@ def decode(
         eval_token(token)
     if stop_reason != "stop":
         text += decoder.decode(b"", final=True)
-    return text, tokens, stop_reason
+    return Decoded(text, tokens, stop_reason, logprobs, ends, top)
 
 
 def token_piece(lib: Any, vocab: Any, token: int) -> bytes:

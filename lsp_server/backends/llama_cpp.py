@@ -158,6 +158,7 @@ class LlamaCppBackend:
         # KV states of other slots (documents) than the active one, in host memory.
         self._store = SnapshotStore(max(0, kv_cache_mb) * 1024 * 1024)
         self._active: str | None = None
+        self._branch_from: tuple[str, int, np.ndarray] | None = None
         mem = self.llama._ctx.memory
         self._can_shift = bool(mem is not None and llama_cpp.llama_memory_can_shift(mem)) and (
             not self.n_swa or swa_full
@@ -417,7 +418,10 @@ class LlamaCppBackend:
                 evaluated_tokens=evaluated.evaluated,
                 shifted_tokens=evaluated.shifted,
             )
-        text, tokens, stop_reason = decode(
+        # The logits at the prompt's end, kept for candidates that branch from it
+        # (``branch``): a copy, since decoding overwrites llama.cpp's buffer.
+        self._branch_from = (request.slot, len(request.prompt), np.array(self._logits(), copy=True))
+        out = decode(
             request,
             cancel,
             self._rng,
@@ -429,15 +433,72 @@ class LlamaCppBackend:
         )
         t2 = time.perf_counter()
         return GenerationResult(
-            text=text,
-            tokens=tokens,
+            text=out.text,
+            tokens=out.tokens,
             prompt_tokens=len(request.prompt),
             reused_tokens=evaluated.reused,
             prompt_ms=(t1 - t0) * 1000,
             generate_ms=(t2 - t1) * 1000,
-            stop_reason=stop_reason,
+            stop_reason=out.stop_reason,
             evaluated_tokens=evaluated.evaluated,
             shifted_tokens=evaluated.shifted,
+            logprobs=out.logprobs,
+            token_ends=out.token_ends,
+            top=out.top,
+        )
+
+    def branch(self, request: GenerationRequest, head: Sequence[int], cancel: threading.Event) -> GenerationResult | None:
+        """Another candidate for the request ``generate`` just answered: the KV cache is cut
+        back to the prompt's end (the prompt is not evaluated again), ``head`` is taken as
+        the first tokens, then decoding goes on as usual.  None when the cache no longer
+        holds that prompt (another call came between)."""
+        saved = self._branch_from
+        llama = self.llama
+        n = len(request.prompt)
+        if (
+            saved is None
+            or saved[0] != request.slot
+            or saved[1] != n
+            or self._active != request.slot
+            or llama.n_tokens < n
+            or list(llama.input_ids[:n]) != list(request.prompt)
+        ):
+            return None
+        if not llama._ctx.kv_cache_seq_rm(-1, n, -1):
+            return None
+        llama.n_tokens = n
+        first = [True]
+
+        def logits() -> np.ndarray:
+            if first[0]:
+                first[0] = False
+                return saved[2]
+            return self._logits()
+
+        t0 = time.perf_counter()
+        out = decode(
+            request,
+            cancel,
+            self._rng,
+            logits=logits,
+            eval_token=lambda token: self.llama.eval([token]),
+            piece=self.piece,
+            is_eog=self.is_eog,
+            allowed_tokens=self.allowed_tokens,
+            head=head,
+        )
+        return GenerationResult(
+            text=out.text,
+            tokens=out.tokens,
+            prompt_tokens=n,
+            reused_tokens=n,
+            prompt_ms=0.0,
+            generate_ms=(time.perf_counter() - t0) * 1000,
+            stop_reason=out.stop_reason,
+            evaluated_tokens=0,
+            logprobs=out.logprobs,
+            token_ends=out.token_ends,
+            top=out.top,
         )
 
     def close(self) -> None:
