@@ -53,6 +53,16 @@ class Settings:
     # The workspace index holds at most this many files (its memory is about 2-4 KB a
     # file); beyond it the rest is skipped and reported as "limit" in quill/workspaceIndex.
     index_max_files: int = 50_000
+    # Suggestions worth showing (engine/gate.py, engine/candidates.py).  A suggestion that
+    # adds a syntax error where it is inserted is trimmed to its longest valid prefix,
+    # replaced by another candidate, or dropped (false: shown as generated).
+    validity_gate: bool = True
+    # Candidates tried when the first one fails the gate, is unsure, or the client asks
+    # for several (1: the greedy suggestion only).
+    candidates: int = 3
+    # A suggestion whose confidence (geometric mean of its tokens' probabilities) is under
+    # this is not shown (0: every suggestion is shown).
+    min_confidence: float = 0.0
 
     def model_settings(self) -> tuple[Any, ...]:
         """The part of the settings that needs the model to be (re)loaded when it changes."""
@@ -158,6 +168,9 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "warmup": ("warmup", _as_bool),
     "secretPaths": ("secret_paths", _as_str_list),
     "indexMaxFiles": ("index_max_files", _as_int(100, 10_000_000)),
+    "validityGate": ("validity_gate", _as_bool),
+    "candidates": ("candidates", _as_int(1, 8)),
+    "minConfidence": ("min_confidence", _as_float(0.0, 1.0)),
 }
 
 SETTING_KEYS = tuple(_FIELDS)

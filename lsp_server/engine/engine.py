@@ -8,7 +8,9 @@ asyncio side only waits on it, so ``$/cancelRequest`` and a newer keystroke stop
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -18,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from lsp_server.backends import BackendError, GenerationRequest
+from lsp_server.backends import BackendError, GenerationRequest, GenerationResult
 from lsp_server.config import Settings
 from lsp_server.context.parser import SyntaxHint
+from lsp_server.engine.candidates import TIME_SHARE, Candidate, ChoiceOptions, choose, make_candidate, rank
+from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, stop_condition
 from lsp_server.engine.prompt import Prompt, PromptBudget, PromptBuilder
@@ -52,6 +56,8 @@ QUICK_LINE_QUANTUM = 4
 # Tokens a typical suggestion takes to generate (a rest of line), for sizing the quick
 # prompt.  A constant, so that the quick prompt keeps its first tokens between keystrokes.
 EXPECTED_GEN_TOKENS = 10
+# Candidates may take at least this long when the user asked for several suggestions.
+EXPLICIT_CANDIDATES_S = 0.5
 T = TypeVar("T")
 
 
@@ -78,6 +84,7 @@ class CompletionRequest:
     language_id: str = ""
     syntax: SyntaxHint | None = None
     repo_name: str = ""
+    max_items: int = 1  # suggestions the client wants (several when the user cycles them)
 
     @property
     def prefix(self) -> str:
@@ -107,6 +114,16 @@ class CompletionResult:
     evaluated_tokens: int = -1  # prompt tokens evaluated for this request (-1: unknown)
     shifted_tokens: int = 0
     speculative: bool = False  # served from work done before it was asked for
+    # Suggestions worth showing (engine/candidates.py): more suggestions after ``text``
+    # (when the client asked for several), the shown one's confidence (None: not
+    # measured), the validity gate's verdict on the first candidate, how many candidates
+    # were generated, and why nothing is shown ("gate", "confidence") when so.
+    alternatives: list[str] = field(default_factory=list)
+    confidence: float | None = None
+    min_prob: float | None = None
+    gate: str = ""
+    candidates: int = 0
+    hidden: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -123,8 +140,28 @@ class CompletionResult:
             "evaluatedTokens": self.evaluated_tokens,
             "shiftedTokens": self.shifted_tokens,
             "speculative": self.speculative,
+            "alternatives": self.alternatives,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "minProb": None if self.min_prob is None else round(self.min_prob, 4),
+            "gate": self.gate,
+            "candidates": self.candidates,
+            "hidden": self.hidden,
             "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
+
+
+@dataclass
+class _Choice:
+    """What ``CompletionEngine._choose`` made of a generation."""
+
+    text: str
+    alternatives: list[str] = field(default_factory=list)
+    confidence: float | None = None
+    min_prob: float | None = None
+    gate: str = ""
+    tried: int = 1
+    hidden: str = ""
+    ms: float = 0.0
 
 
 @dataclass
@@ -344,6 +381,7 @@ class CompletionEngine:
             self._model_key,
             mode,
             self.settings.workspace_context,
+            req.max_items > 1,
             req.text[max(0, req.offset - 4096) : req.offset],
             req.text[req.offset : req.offset + 1024],
         )
@@ -552,20 +590,22 @@ class CompletionEngine:
         self._starts[(req.uri, kind)] = prompt.prefix_start_line
         forced = prompt.forced_prefix
         cond = stop_condition(mode, cur)
-        gen = backend.generate(
-            GenerationRequest(
-                prompt=prompt.tokens,
-                max_tokens=settings.max_tokens,
-                temperature=settings.temperature,
-                stop=model.stop,
-                forced_prefix=forced,
-                should_stop=lambda text: cond(text[len(forced) :]),
-                slot=slot,
-            ),
-            cancel,
+        request = GenerationRequest(
+            prompt=prompt.tokens,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            stop=model.stop,
+            forced_prefix=forced,
+            should_stop=lambda text: cond(text[len(forced) :]),
+            slot=slot,
         )
+        gen = backend.generate(request, cancel)
         text = finalize(gen.text, mode, cur, forced) if gen.stop_reason != "cancelled" else ""
+        choice = _Choice(text)
         if gen.stop_reason != "cancelled":
+            t3 = time.perf_counter()
+            choice = self._choose(model, req, mode, cur, cancel, request, gen, text, t0)
+            choice.ms = (time.perf_counter() - t3) * 1000
             if kind == "full":
                 self._full_ready[req.uri] = time.monotonic()
                 self.stats.full_prompts += 1
@@ -575,8 +615,14 @@ class CompletionEngine:
                 logger.info("prompt evaluation is much slower than measured; measuring again when idle")
                 self._measure_due = True
         return CompletionResult(
-            text=text,
+            text=choice.text,
             mode=mode,
+            alternatives=choice.alternatives,
+            confidence=choice.confidence,
+            min_prob=choice.min_prob,
+            gate=choice.gate,
+            candidates=choice.tried,
+            hidden=choice.hidden,
             prompt_tokens=prompt.n_tokens,
             reused_tokens=gen.reused_tokens,
             context_tokens=prompt.n_context_tokens,
@@ -592,7 +638,79 @@ class CompletionEngine:
                 "prompt_build": (t2 - t0) * 1000 - context_ms,
                 "prompt_eval": gen.prompt_ms,
                 "generate": gen.generate_ms,
+                "choose": choice.ms,
             },
+        )
+
+    def _choose(
+        self,
+        model: LoadedModel,
+        req: CompletionRequest,
+        mode: Mode,
+        cur: CursorText,
+        cancel: threading.Event,
+        request: GenerationRequest,
+        gen: GenerationResult,
+        text: str,
+        t_start: float,
+    ) -> _Choice:
+        """The validity gate, other candidates and the confidence bar, on the greedy
+        generation ``gen`` (cleaned: ``text``).  With all three off, ``text`` as it is."""
+        settings = self.settings
+        opts = ChoiceOptions(
+            gate=settings.validity_gate,
+            candidates=settings.candidates,
+            min_confidence=settings.min_confidence,
+            items=max(1, req.max_items),
+        )
+        if not opts.gate and opts.candidates <= 1 and opts.min_confidence <= 0 and opts.items <= 1:
+            return _Choice(text)
+        forced = request.forced_prefix
+        ctx = None
+        if opts.gate and text:
+            try:
+                ctx = gate_prepare(req.prefix, req.suffix, req.path or req.uri, req.language_id)
+            except Exception:
+                logger.exception("the validity gate failed for %s; suggestion not checked", req.uri)
+
+        def build(g: GenerationResult) -> Candidate:
+            cleaned = finalize(g.text, mode, cur, forced)
+            return make_candidate(g, cleaned, len(forced), ctx, opts.gate and ctx is not None)
+
+        first = build(gen)
+        branch_fn = getattr(model.backend, "branch", None)
+        branch: Callable[[Sequence[int], int], GenerationResult | None] | None = None
+        if branch_fn is not None:
+
+            def branch(head: Sequence[int], cap: int) -> GenerationResult | None:
+                sub = dataclasses.replace(request, max_tokens=min(cap, request.max_tokens))
+                return branch_fn(sub, head, cancel)  # type: ignore[no-any-return]
+
+        now = time.perf_counter()
+        ranked, tried = choose(
+            gen,
+            first,
+            opts,
+            forced_len=len(forced),
+            branch=branch,
+            build=build,
+            deadline=now + max(TIME_SHARE * (now - t_start), EXPLICIT_CANDIDATES_S if opts.items > 1 else 0.0),
+            cancel=cancel,
+        )
+        best = ranked[0] if ranked else None
+        hidden = ""
+        if best is None and first.text:
+            hidden = "confidence" if rank([first]) else "gate"
+        elif best is None and text:
+            hidden = "gate"
+        return _Choice(
+            text=best.text if best else "",
+            alternatives=[c.text for c in ranked[1 : opts.items]],
+            confidence=(best or first).confidence if (best or first).known else None,
+            min_prob=math.exp((best or first).min_logprob) if (best or first).known else None,
+            gate=first.verdict,
+            tried=tried,
+            hidden=hidden,
         )
 
     # --------------------------------------------------------- idle-time work

@@ -42,6 +42,8 @@ MODEL_STATE_NOTIFICATION = "quill/modelState"
 # switched to, a jump, a click): {"textDocument": {"uri"}, "position": {"line", "character"}}.
 # The server evaluates the prompt a request there will need before it is asked.
 CURSOR_NOTIFICATION = "quill/didMoveCursor"
+# Suggestions returned when an inline completion is asked for explicitly (Invoked).
+EXPLICIT_ITEMS = 3
 
 
 def uri_to_path(uri: str) -> str:
@@ -187,7 +189,7 @@ class QuillServer(LanguageServer):
                 return os.path.relpath(path, root)
         return os.path.basename(path)
 
-    def completion_request(self, uri: str, position: types.Position) -> CompletionRequest:
+    def completion_request(self, uri: str, position: types.Position, max_items: int = 1) -> CompletionRequest:
         try:
             doc = self.documents.snapshot(uri)
         except DocumentNotOpen as exc:
@@ -207,6 +209,7 @@ class QuillServer(LanguageServer):
             language_id=doc.language_id,
             syntax=hint,
             repo_name=os.path.basename(self.workspace_roots[0]) if self.workspace_roots else "",
+            max_items=max_items,
         )
 
     def warm_document(self, uri: str, position: types.Position | None) -> None:
@@ -232,8 +235,10 @@ class QuillServer(LanguageServer):
         except Exception:
             logger.exception("warm-up for %s failed", uri)
 
-    async def run_completion(self, uri: str, position: types.Position) -> tuple[CompletionRequest, CompletionResult | None]:
-        req = self.completion_request(uri, position)
+    async def run_completion(
+        self, uri: str, position: types.Position, max_items: int = 1
+    ) -> tuple[CompletionRequest, CompletionResult | None]:
+        req = self.completion_request(uri, position, max_items)
         try:
             result = await self.engine.complete(req)
         except ModelUnavailable as exc:
@@ -349,14 +354,18 @@ def build_core(settings: Settings | None = None) -> QuillServer:
         ls: QuillServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList | None:
         pos = params.position
-        _req, result = await ls.run_completion(params.text_document.uri, pos)
+        # Asked for explicitly (VS Code: the user cycles suggestions with Alt+] / Alt+[):
+        # several candidates; typing (Automatic) gets the best one.
+        explicit = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        _req, result = await ls.run_completion(params.text_document.uri, pos, EXPLICIT_ITEMS if explicit else 1)
         if result is None or not result.text:
             return types.InlineCompletionList(items=[])
-        item = types.InlineCompletionItem(
-            insert_text=result.text,
-            range=types.Range(start=pos, end=pos),
+        return types.InlineCompletionList(
+            items=[
+                types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos))
+                for text in [result.text, *result.alternatives]
+            ]
         )
-        return types.InlineCompletionList(items=[item])
 
     @server.feature(
         types.TEXT_DOCUMENT_COMPLETION,

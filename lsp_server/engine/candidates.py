@@ -1,0 +1,164 @@
+"""Candidates, their confidence, and the choice among them.
+
+The greedy generation is the first candidate.  When it fails the validity gate
+(``engine/gate.py``), when the model was unsure of it, or when the client asks for several
+suggestions, other candidates branch from it: the next most likely tokens at the first
+position where the model chose freely (after the healed prefix), each continued greedily.
+They share the evaluated prompt (the backend cuts the KV cache back to the prompt's end
+between candidates: ``branch``), and they are tried only while the request stays within
+its time share.  The order: suggestions that pass the gate as generated, then trimmed ones;
+within each, the model's own mean log-probability.  A suggestion whose confidence (the
+geometric mean of its tokens' probabilities) is under the bar is not shown.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from lsp_server.backends import GenerationResult
+from lsp_server.engine import gate as validity
+
+# Extra time the candidates may take, as a share of the time the request took so far
+# (checked before each candidate is started).
+TIME_SHARE = 0.5
+# Below this confidence a suggestion counts as unsure (candidates are tried) even when
+# the bar itself is lower.
+UNSURE = 0.5
+# A branch may generate at most this many tokens more than the greedy one did.
+BRANCH_EXTRA_TOKENS = 4
+
+
+@dataclass
+class Candidate:
+    text: str
+    mean_logprob: float  # over the tokens that make ``text`` (-inf: none)
+    min_logprob: float
+    verdict: str  # "pass", "trimmed", "dropped" (gate), "off" (no gate)
+    tokens: int = 0  # tokens scored (0: the backend gives no log-probabilities)
+
+    @property
+    def known(self) -> bool:
+        return self.tokens > 0
+
+    @property
+    def confidence(self) -> float:
+        """The geometric mean of the tokens' probabilities (0..1)."""
+        return math.exp(self.mean_logprob) if self.mean_logprob > -math.inf else 0.0
+
+    @property
+    def tier(self) -> int:
+        return {"pass": 0, "off": 0, "trimmed": 1}.get(self.verdict, 2)
+
+
+@dataclass(frozen=True)
+class ChoiceOptions:
+    gate: bool = True
+    candidates: int = 1  # 1: the greedy one only
+    min_confidence: float = 0.0  # 0: every suggestion is shown
+    items: int = 1  # suggestions the client wants
+
+
+def kept_logprobs(gen: GenerationResult, forced_len: int, kept_len: int) -> list[float]:
+    """Log-probabilities of the generated tokens that make the kept text (the forced
+    prefix, then ``kept_len`` characters of the suggestion)."""
+    if not gen.logprobs or len(gen.token_ends) != len(gen.logprobs):
+        return []
+    out: list[float] = []
+    start = 0
+    for lp, end in zip(gen.logprobs, gen.token_ends, strict=True):
+        if start >= forced_len + kept_len and out:
+            break
+        out.append(lp)
+        start = end
+    return out
+
+
+def boundaries(gen: GenerationResult, forced_len: int) -> list[int]:
+    """Token ends as offsets in the suggestion (after the forced prefix)."""
+    return [e - forced_len for e in gen.token_ends if e > forced_len]
+
+
+def make_candidate(
+    gen: GenerationResult,
+    text: str,
+    forced_len: int,
+    ctx: validity.GateContext | None,
+    use_gate: bool,
+) -> Candidate:
+    """Gate ``text`` (the cleaned generation) and score what is left."""
+    verdict = "off"
+    if use_gate and text:
+        kept = validity.trim(ctx, text, boundaries(gen, forced_len))
+        verdict = "pass" if kept == text else ("trimmed" if kept else "dropped")
+        text = kept
+    lps = kept_logprobs(gen, forced_len, len(text)) if text else []
+    mean = sum(lps) / len(lps) if lps else -math.inf
+    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps))
+
+
+def branch_point(gen: GenerationResult, forced_len: int) -> int | None:
+    """The first step at which the model chose text of its own (past the healed prefix)."""
+    for i, end in enumerate(gen.token_ends):
+        if end > forced_len:
+            return i if i < len(gen.top) else None
+    return None
+
+
+def wants_more(first: Candidate, opts: ChoiceOptions) -> bool:
+    if opts.candidates <= 1:
+        return False
+    if opts.items > 1:
+        return True
+    return first.tier > 0 or not first.text or (first.known and first.confidence < max(opts.min_confidence, UNSURE))
+
+
+def choose(
+    first_gen: GenerationResult,
+    first: Candidate,
+    opts: ChoiceOptions,
+    *,
+    forced_len: int,
+    branch: Callable[[Sequence[int], int], GenerationResult | None] | None,
+    build: Callable[[GenerationResult], Candidate],
+    deadline: float,
+    cancel: threading.Event,
+) -> tuple[list[Candidate], int]:
+    """The candidates worth showing, best first, and how many were generated.
+
+    ``branch(head, max_tokens)`` generates a candidate that starts with ``head``;
+    ``build`` cleans, gates and scores one.  Alternatives are started only before
+    ``deadline`` (``time.perf_counter()``) and while ``cancel`` is clear."""
+    cands = [first]
+    tried = 1
+    if branch is not None and wants_more(first, opts):
+        b = branch_point(first_gen, forced_len)
+        if b is not None:
+            chosen = first_gen.tokens[b]
+            alts = [t for t, _ in first_gen.top[b] if t != chosen][: opts.candidates - 1]
+            cap = len(first_gen.tokens) + BRANCH_EXTRA_TOKENS
+            for alt in alts:
+                if cancel.is_set() or time.perf_counter() >= deadline:
+                    break
+                gen = branch([*first_gen.tokens[:b], alt], cap)
+                if gen is None or gen.stop_reason == "cancelled":
+                    break
+                tried += 1
+                cands.append(build(gen))
+    return rank(cands, opts.min_confidence), tried
+
+
+def rank(cands: Sequence[Candidate], min_confidence: float = 0.0) -> list[Candidate]:
+    """Suggestions that pass the gate first (as generated, then trimmed), then by mean
+    log-probability; duplicates and empty or dropped ones out; under the bar out."""
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for c in sorted(cands, key=lambda c: (c.tier, -c.mean_logprob)):
+        if not c.text.strip() or c.tier > 1 or c.text in seen:
+            continue
+        seen.add(c.text)
+        out.append(c)
+    return [c for c in out if not c.known or c.confidence >= min_confidence]

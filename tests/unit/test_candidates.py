@@ -1,0 +1,238 @@
+"""Candidates, confidence and the choice among them (engine/candidates.py), and the
+engine's one call into them (CompletionEngine._choose)."""
+
+import math
+import threading
+import time
+
+from lsp_server.backends import GenerationResult
+from lsp_server.config import Settings
+from lsp_server.engine.candidates import (
+    Candidate,
+    ChoiceOptions,
+    branch_point,
+    choose,
+    kept_logprobs,
+    make_candidate,
+    rank,
+    wants_more,
+)
+from lsp_server.engine.engine import CompletionEngine, CompletionRequest
+from lsp_server.engine.gate import prepare
+from lsp_server.engine.model import LoadedModel
+from lsp_server.families.completion import get_template
+
+from .fakes import FakeBackend
+
+
+def gen(text, lps, top=(), forced=""):
+    """A generation of one token per character of ``forced + text``."""
+    full = forced + text
+    return GenerationResult(
+        text=full,
+        tokens=[ord(c) for c in full],
+        prompt_tokens=10,
+        reused_tokens=0,
+        prompt_ms=0.0,
+        generate_ms=0.0,
+        stop_reason="eos",
+        logprobs=list(lps),
+        token_ends=list(range(1, len(full) + 1)),
+        top=[list(t) for t in top],
+    )
+
+
+def cand(text, p, verdict="pass"):
+    return Candidate(text, math.log(p), math.log(p), verdict, tokens=len(text) or 1)
+
+
+def test_confidence_is_the_geometric_mean_of_the_kept_tokens():
+    g = gen("abcd", [math.log(0.9), math.log(0.9), math.log(0.1), math.log(0.1)])
+    c = make_candidate(g, "ab", 0, None, use_gate=False)
+    assert abs(c.confidence - 0.9) < 1e-9  # "cd" was cut off by cleanup: not scored
+    assert c.verdict == "off"
+    assert abs(kept_logprobs(g, 0, 4)[-1] - math.log(0.1)) < 1e-9
+    assert abs(math.exp(c.min_logprob) - 0.9) < 1e-9
+
+
+def test_the_forced_prefix_counts_in_the_confidence():
+    g = gen("x", [math.log(0.5), math.log(0.5)], forced="t")
+    c = make_candidate(g, "x", 1, None, use_gate=False)
+    assert c.tokens == 2
+
+
+def test_no_logprobs_means_unknown_confidence_never_hidden():
+    g = GenerationResult("abc", [97, 98, 99], 1, 0, 0.0, 0.0, "eos")
+    c = make_candidate(g, "abc", 0, None, use_gate=False)
+    assert not c.known
+    assert rank([c], min_confidence=0.99) == [c]
+
+
+def test_gate_verdicts():
+    ctx = prepare("def f(a):\n    ", "\n", "python")
+    good = make_candidate(gen("x = a", [-0.1] * 5), "x = a", 0, ctx, True)
+    cut = make_candidate(gen("x = f(a))", [-0.1] * 9), "x = f(a))", 0, ctx, True)
+    bad = make_candidate(gen("= = )", [-0.1] * 5), "= = )", 0, ctx, True)
+    assert good.verdict == "pass" and good.text == "x = a"
+    assert cut.verdict == "trimmed" and cut.text == "x = f(a)"
+    assert bad.verdict == "dropped" and bad.text == ""
+
+
+def test_rank_validity_first_then_mean_logprob():
+    a = cand("likely but trimmed", 0.9, "trimmed")
+    b = cand("valid and less likely", 0.4)
+    c = cand("valid and likely", 0.6)
+    d = cand("", 0.99, "dropped")
+    assert [x.text for x in rank([a, b, c, d])] == ["valid and likely", "valid and less likely", "likely but trimmed"]
+    # duplicates once; under the bar out
+    assert [x.text for x in rank([c, cand("valid and likely", 0.3)])] == ["valid and likely"]
+    assert [x.text for x in rank([b, c], min_confidence=0.5)] == ["valid and likely"]
+
+
+def test_wants_more():
+    opts = ChoiceOptions(candidates=3, min_confidence=0.3)
+    assert not wants_more(cand("sure", 0.9), opts)
+    assert wants_more(cand("unsure", 0.2), opts)
+    assert wants_more(cand("cut", 0.9, "trimmed"), opts)
+    assert wants_more(cand("sure", 0.9), ChoiceOptions(candidates=3, items=3))
+    assert not wants_more(cand("unsure", 0.1), ChoiceOptions(candidates=1))
+
+
+def test_branch_point_is_past_the_forced_prefix():
+    g = gen("ab", [-1.0] * 3, top=[[(1, -0.1)], [(2, -0.1)], [(3, -0.1)]], forced="t")
+    assert branch_point(g, 1) == 1
+    assert branch_point(g, 0) == 0
+    assert branch_point(gen("ab", [-1.0, -1.0]), 0) is None  # no alternatives kept
+
+
+def test_choose_tries_the_next_first_tokens_and_picks_the_valid_one():
+    ctx = prepare("def f(a):\n    ", "\n", "python")
+    first_gen = gen("= = 1", [math.log(0.9)] * 5, top=[[(ord("="), -0.1), (ord("r"), -1.0), (ord("x"), -2.0)]])
+    heads = []
+
+    def branch(head, cap):
+        heads.append(list(head))
+        text = {ord("r"): "return a", ord("x"): "x = 2"}[head[-1]]
+        return gen(text, [math.log(0.5)] * len(text))
+
+    def build(g):
+        return make_candidate(g, g.text, 0, ctx, True)
+
+    ranked, tried = choose(
+        first_gen,
+        build(first_gen),
+        ChoiceOptions(candidates=3),
+        forced_len=0,
+        branch=branch,
+        build=build,
+        deadline=time.perf_counter() + 10,
+        cancel=threading.Event(),
+    )
+    assert heads == [[ord("r")], [ord("x")]]
+    assert tried == 3
+    assert [c.text for c in ranked] == ["return a", "x = 2"]
+
+
+def test_choose_stops_at_the_deadline_and_on_cancel():
+    first_gen = gen("= =", [-3.0] * 3, top=[[(1, -0.1), (2, -1.0), (3, -2.0)]])
+    calls = []
+
+    def branch(head, cap):
+        calls.append(head)
+        return gen("x", [-0.1])
+
+    def build(g):
+        return make_candidate(g, g.text, 0, None, False)
+
+    first = build(first_gen)
+    _, tried = choose(first_gen, first, ChoiceOptions(candidates=3), forced_len=0, branch=branch, build=build,
+                      deadline=time.perf_counter() - 1, cancel=threading.Event())
+    assert tried == 1 and not calls
+    cancel = threading.Event()
+    cancel.set()
+    _, tried = choose(first_gen, first, ChoiceOptions(candidates=3), forced_len=0, branch=branch, build=build,
+                      deadline=time.perf_counter() + 10, cancel=cancel)
+    assert tried == 1 and not calls
+
+
+# ------------------------------------------------------------------ engine
+class ScoredBackend(FakeBackend):
+    """A fake with log-probabilities and ``branch``: ``replies`` maps a first character
+    to (text, probability per token); the greedy one is ``replies[greedy]``."""
+
+    def __init__(self, replies, greedy):
+        super().__init__(lambda prompt: replies[greedy][0])
+        self.replies = replies
+        self.greedy = greedy
+        self.branches = []
+
+    def _result(self, request, text, p):
+        full = request.forced_prefix + text
+        order = sorted(self.replies, key=lambda k: -self.replies[k][1])
+        return GenerationResult(
+            full, [ord(c) for c in full], len(request.prompt), 0, 0.0, 0.0, "eos",
+            logprobs=[math.log(p)] * len(full),
+            token_ends=list(range(1, len(full) + 1)),
+            top=[[(ord(c), math.log(self.replies[c][1])) for c in order]] * 2,
+        )
+
+    def generate(self, request, cancel):
+        self.calls.append(request)
+        text, p = self.replies[self.greedy]
+        return self._result(request, text, p)
+
+    def branch(self, request, head, cancel):
+        self.branches.append(list(head))
+        text, p = self.replies[chr(head[-1])]
+        return self._result(request, text, p)
+
+
+def engine_with(backend, **settings):
+    model = LoadedModel(backend=backend, template=get_template("plain"), stop=())
+    return CompletionEngine(Settings(cache_completions=False, **settings), loader=lambda s: model)
+
+
+def request(text, max_items=1):
+    return CompletionRequest(uri="file:///w/a.py", text=text, offset=len(text), path="a.py", max_items=max_items)
+
+
+REPLIES = {"=": ("= = 1", 0.9), "r": ("return a", 0.6), "x": ("x = 2", 0.3)}
+
+
+async def test_engine_replaces_an_invalid_greedy_suggestion(monkeypatch):
+    # the fake takes no time, so the time share of the request would allow no candidate
+    monkeypatch.setattr("lsp_server.engine.engine.TIME_SHARE", 1e6)
+    backend = ScoredBackend(REPLIES, "=")
+    engine = engine_with(backend)
+    result = await engine.complete(request("def f(a):\n    "))
+    assert result is not None
+    assert result.text == "return a"
+    assert result.gate == "dropped" and result.candidates == 3
+    assert abs(result.confidence - 0.6) < 1e-6
+    engine.shutdown()
+
+
+async def test_engine_returns_several_when_asked():
+    backend = ScoredBackend(REPLIES, "r")
+    engine = engine_with(backend)
+    result = await engine.complete(request("def f(a):\n    ", max_items=3))
+    assert result is not None
+    assert [result.text, *result.alternatives] == ["return a", "x = 2"]
+    engine.shutdown()
+
+
+async def test_engine_confidence_bar_hides_unsure_suggestions():
+    backend = ScoredBackend({"x": ("x = 2", 0.3)}, "x")
+    engine = engine_with(backend, min_confidence=0.5)
+    result = await engine.complete(request("def f(a):\n    "))
+    assert result is not None and result.text == "" and result.hidden == "confidence"
+    engine.shutdown()
+
+
+async def test_everything_off_is_the_old_behaviour():
+    backend = ScoredBackend(REPLIES, "=")
+    engine = engine_with(backend, validity_gate=False, candidates=1, min_confidence=0.0)
+    result = await engine.complete(request("def f(a):\n    "))
+    assert result is not None and result.text == "= = 1"
+    assert backend.branches == [] and result.candidates == 1 and result.gate == ""
+    engine.shutdown()
