@@ -19,8 +19,16 @@ and the cross_file_name hit rate (repo_line) or pass@1 (fim_random_span).
 Moments (``--moments``): "warm" (default) reports the cursor and asks once the server
 says (``quill/status``) that the document's full prompt is evaluated: the quality of
 every request after the first in a file.  "cold" asks right after opening: the first
-request in a file, answered from a short quick prompt (see docs/latency.md).  "today"
+request in a file, answered from a short quick prompt (see docs/latency.md).  "session-off"
 asks right after opening with the session features off (always the full prompt).
+
+Rows (``--rows``, issue 11): "today" has the validity gate, candidates and the confidence
+bar off; "gate", "candidates", "confidence" turn one on; "all" all three; "all-nobar" all
+but the bar (its per-case confidences give the sweep that chose the bar's default).
+``--ablation`` adds repo_line rows with each kind of retrieved context left out.  Columns:
+shown = share of requests with a suggestion; exact|s and wrong|s = of the shown ones, the
+share exactly right and the share wrong (fim: failing its tests; repo_line: not an exact
+match); p50 x / p95 x = latency against the "today" row of the same kind and context.
 
     python benchmarks/quality.py                      # everything, both settings
     python benchmarks/quality.py --limit 20 --kinds repo_line --settings on
@@ -85,6 +93,7 @@ class Outcome:
     completion: str
     latency_ms: float
     score: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)  # quill/status lastCompletion
 
 
 class Session:
@@ -92,6 +101,10 @@ class Session:
 
     def __init__(self, root: Path, options: dict[str, Any]) -> None:
         self.root = root
+        options = dict(options)
+        # "_env": extra environment for the server (QUILL_CONTEXT_EXCLUDE for ablations).
+        extra_env = options.pop("_env", None)
+        self.env = dict(os.environ, **extra_env) if extra_env else None
         self.options = options
         self.client = LanguageClient("quill-quality", "0.1")
         self.model_state: dict[str, str] = {}
@@ -114,7 +127,8 @@ class Session:
             pass
 
     async def start(self) -> None:
-        await self.client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning")
+        kwargs: dict[str, Any] = {"env": self.env} if self.env else {}
+        await self.client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning", **kwargs)
         await self.client.initialize_async(
             types.InitializeParams(
                 capabilities=types.ClientCapabilities(),
@@ -147,7 +161,9 @@ class Session:
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{uri} did not become warm in {timeout_s:.0f} s")
 
-    async def complete(self, path: Path, text: str, line: int, character: int, moment: str = "warm") -> tuple[str, float]:
+    async def complete(
+        self, path: Path, text: str, line: int, character: int, moment: str = "warm"
+    ) -> tuple[str, float, dict[str, Any]]:
         """One completion.  ``moment`` "warm": the editor reports the cursor and the user
         asks once the server has evaluated the full prompt (what every later request in a
         file gets); "cold": asked right after opening (the first request in a file)."""
@@ -171,12 +187,14 @@ class Session:
             )
         )
         ms = (time.perf_counter() - t0) * 1000
+        status = plain(await self.client.protocol.send_request_async("quill/status", {}))
+        detail = dict((status.get("session") or {}).get("lastCompletion") or {})
         self.client.text_document_did_close(
             types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
         )
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
         out = items[0].insert_text if items else ""
-        return (out if isinstance(out, str) else out.value), ms
+        return (out if isinstance(out, str) else out.value), ms, detail
 
     async def stop(self) -> None:
         try:
@@ -243,7 +261,7 @@ async def run_repo_line(
                     cut = "\n".join(lines)
                     path.write_text(cut, encoding="utf-8")
                     try:
-                        completion, ms = await session.complete(path, cut, c["line"], c["character"], moment)
+                        completion, ms, detail = await session.complete(path, cut, c["line"], c["character"], moment)
                     finally:
                         path.write_text(original, encoding="utf-8")
                     first = completion.split("\n", 1)[0]
@@ -253,7 +271,7 @@ async def run_repo_line(
                         "es": edit_similarity(first.strip(), truth.strip()),
                         "hit": float(c["cross_file_name"] in completion),
                     }
-                    outcomes.append(Outcome(c, setting, completion, ms, score))
+                    outcomes.append(Outcome(c, setting, completion, ms, score, detail))
                     if show:
                         print(
                             f"  {setting:3} {c['id']:10} {ms:6.0f} ms em={score['em']:.0f} "
@@ -280,8 +298,8 @@ async def run_fim(
                 text = c["prefix"] + c["suffix"]
                 line = c["prefix"].count("\n")
                 character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
-                completion, ms = await session.complete(path, text, line, character, moment)
-                outcomes.append(Outcome(c, setting, completion, ms))
+                completion, ms, detail = await session.complete(path, text, line, character, moment)
+                outcomes.append(Outcome(c, setting, completion, ms, detail=detail))
                 if show:
                     print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
         finally:
@@ -357,36 +375,90 @@ def retrieval_timing(cases: list[dict[str, Any]], repos: Path, context_tokens: i
 
 
 def summarize(kind: str, setting: str, outcomes: list[Outcome]) -> dict[str, Any]:
+    """One row.  "shown": a suggestion was returned; "right": it passes the tests (fim)
+    or is an exact match (repo_line); "wrong": shown and not right."""
     n = len(outcomes)
     lat = [o.latency_ms for o in outcomes]
+    nan = float("nan")
+    shown = [o for o in outcomes if o.completion.strip()]
+    right_key = "pass" if kind == "fim_random_span" else "em"
     row: dict[str, Any] = {
         "kind": kind,
         "setting": setting,
         "cases": n,
-        "exact_match": statistics.fmean(o.score["em"] for o in outcomes) if n else float("nan"),
-        "edit_similarity": statistics.fmean(o.score["es"] for o in outcomes) if n else float("nan"),
+        "exact_match": statistics.fmean(o.score["em"] for o in outcomes) if n else nan,
+        "edit_similarity": statistics.fmean(o.score["es"] for o in outcomes) if n else nan,
+        "shown": len(shown) / n if n else nan,
+        "exact_of_shown": statistics.fmean(o.score["em"] for o in shown) if shown else nan,
+        "right_of_shown": statistics.fmean(o.score[right_key] for o in shown) if shown else nan,
+        "wrong_of_shown": 1 - statistics.fmean(o.score[right_key] for o in shown) if shown else nan,
+        "exact_shown_n": sum(int(o.score["em"]) for o in shown),
+        "wrong_shown_n": sum(1 - int(o.score[right_key]) for o in shown),
         "p50_ms": percentile(lat, 0.5),
         "p90_ms": percentile(lat, 0.9),
+        "p95_ms": percentile(lat, 0.95),
         "p99_ms": percentile(lat, 0.99),
-        "mean_ms": statistics.fmean(lat) if lat else float("nan"),
+        "mean_ms": statistics.fmean(lat) if lat else nan,
     }
     if kind == "repo_line":
-        row["cross_file_name_hit"] = statistics.fmean(o.score["hit"] for o in outcomes) if n else float("nan")
+        row["cross_file_name_hit"] = statistics.fmean(o.score["hit"] for o in outcomes) if n else nan
     else:
-        row["pass@1"] = statistics.fmean(o.score["pass"] for o in outcomes) if n else float("nan")
+        row["pass@1"] = statistics.fmean(o.score["pass"] for o in outcomes) if n else nan
     return row
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'kind':16} {'context':9} {'cases':>5} {'EM':>6} {'ES':>6} {'xfile/pass@1':>12} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"
+    """Latency ratios are against the row of the same kind and context labelled "today"
+    (or, without one, the first row of that kind and context)."""
+    header = (
+        f"{'kind':16} {'row':22} {'cases':>5} {'EM':>6} {'ES':>6} {'pass@1':>6} {'xfile':>6} {'shown':>6} "
+        f"{'exact|s':>7} {'wrong|s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p50 x':>6} {'p95 x':>6}"
+    )
     print(header)
     print("-" * len(header))
+    base: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        extra = r.get("cross_file_name_hit", r.get("pass@1", float("nan")))
+        ctx = r["setting"].split()[0]
+        key = (r["kind"], ctx)
+        if key not in base or r["setting"].endswith(" today"):
+            base[key] = r
+    for r in rows:
+        b = base[(r["kind"], r["setting"].split()[0])]
         print(
-            f"{r['kind']:16} {r['setting']:9} {r['cases']:5d} {r['exact_match']:6.3f} {r['edit_similarity']:6.3f} "
-            f"{extra:12.3f} {r['p50_ms']:7.0f} {r['p90_ms']:7.0f} {r['p99_ms']:7.0f}"
+            f"{r['kind']:16} {r['setting']:22} {r['cases']:5d} {r['exact_match']:6.3f} {r['edit_similarity']:6.3f} "
+            f"{r.get('pass@1', float('nan')):6.3f} {r.get('cross_file_name_hit', float('nan')):6.3f} {r['shown']:6.3f} "
+            f"{r['exact_of_shown']:7.3f} {r['wrong_of_shown']:7.3f} {r['p50_ms']:7.0f} {r['p95_ms']:7.0f} "
+            f"{r['p50_ms'] / b['p50_ms']:6.2f} {r['p95_ms'] / b['p95_ms']:6.2f}"
         )
+
+
+def print_sweep(kind: str, label: str, outcomes: list[Outcome]) -> None:
+    """What a confidence bar would have hidden, from the confidences the server reported
+    (rows run with minConfidence 0): shown, exact and wrong counts per threshold."""
+    right_key = "pass" if kind == "fim_random_span" else "em"
+    print(f"confidence sweep, {kind} {label} ({len(outcomes)} cases): threshold shown exact wrong wrong|shown")
+    for bar in (0.0, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7):
+        shown = [
+            o for o in outcomes
+            if o.completion.strip() and (o.detail.get("confidence") is None or o.detail["confidence"] >= bar)
+        ]
+        exact = sum(int(o.score["em"]) for o in shown)
+        wrong = sum(1 - int(o.score[right_key]) for o in shown)
+        print(f"  {bar:9.2f} {len(shown):5d} {exact:5d} {wrong:5d} {wrong / max(1, len(shown)):11.3f}")
+
+
+# Feature rows: the server's settings for each (benchmarks the issue-11 features alone and
+# together against today's behaviour, all three off).
+def feature_rows(min_confidence: float) -> dict[str, dict[str, Any]]:
+    return {
+        "default": {},
+        "today": {"validityGate": False, "candidates": 1, "minConfidence": 0.0},
+        "gate": {"validityGate": True, "candidates": 1, "minConfidence": 0.0},
+        "candidates": {"validityGate": False, "candidates": 3, "minConfidence": 0.0},
+        "confidence": {"validityGate": False, "candidates": 1, "minConfidence": min_confidence},
+        "all": {"validityGate": True, "candidates": 3, "minConfidence": min_confidence},
+        "all-nobar": {"validityGate": True, "candidates": 3, "minConfidence": 0.0},
+    }
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -400,16 +472,34 @@ async def main_async(args: argparse.Namespace) -> int:
     # cold file: a quick prompt), and with the session features off (the behaviour before
     # them: always the full prompt).
     variants: list[tuple[str, str, str, dict[str, Any]]] = []  # (label, setting, moment, extra options)
+    table = feature_rows(args.min_confidence)
+    row_names = [r.strip() for r in args.rows.split(",") if r.strip()]
     for setting in settings:
-        if "warm" in moments:
-            variants.append((setting, setting, "warm", {}))
-        if "cold" in moments:
-            variants.append((f"{setting} cold", setting, "cold", {}))
-        if "today" in moments:
-            variants.append((f"{setting} today", setting, "cold", {"latencyTargetMs": 0, "kvCacheMb": 0, "warmup": False}))
+        for name in row_names:
+            feats = table[name]
+            tag = "" if name == "default" else f" {name}"
+            if "warm" in moments:
+                variants.append((f"{setting}{tag}", setting, "warm", dict(feats)))
+            if "cold" in moments:
+                variants.append((f"{setting}{tag} cold", setting, "cold", dict(feats)))
+            if "session-off" in moments:
+                variants.append(
+                    (f"{setting}{tag} session-off", setting, "cold",
+                     {**feats, "latencyTargetMs": 0, "kvCacheMb": 0, "warmup": False})
+                )
+    # Context ablation (repo_line, context on, features as in --ablation-row): each kind
+    # of retrieved context left out in turn (retrieval.CONTEXT_SOURCES).
+    ablation: list[tuple[str, str, str, dict[str, Any]]] = []
+    if args.ablation:
+        from lsp_server.context.retrieval import CONTEXT_SOURCES
+
+        feats = table[args.ablation_row]
+        for src in CONTEXT_SOURCES:
+            ablation.append((f"on -{src}", "on", "warm", {**feats, "_env": {"QUILL_CONTEXT_EXCLUDE": src}}))
     repos = ensure_repos(Path(args.repos)) if cases.get("repo_line") else Path(args.repos)
     rows: list[dict[str, Any]] = []
     all_outcomes: list[Outcome] = []
+    sweeps: list[tuple[str, str, list[Outcome]]] = []
     t_start = time.perf_counter()
     timing: dict[str, float] | None = None
     if cases.get("repo_line") and "on" in settings and not args.no_retrieval_timing:
@@ -424,21 +514,25 @@ async def main_async(args: argparse.Namespace) -> int:
             by_repo: dict[str, list[dict[str, Any]]] = {}
             for c in kind_cases:
                 by_repo.setdefault(c["repo"], []).append(c)
+            results.update({v[0]: [] for v in ablation})
             for repo_cases in by_repo.values():
-                for label, setting, moment, extra in variants:
+                for label, setting, moment, extra in variants + ablation:
                     opts = dict(args.base_options, workspaceContext=setting == "on", **extra)
                     results[label] += await run_repo_line(repo_cases, label, opts, repos, args.show, moment)
         else:
             for label, setting, moment, extra in variants:
                 opts = dict(args.base_options, workspaceContext=setting == "on", **extra)
                 results[label] += await run_fim(kind_cases, label, opts, args.show, moment)
-        for label, *_ in variants:
+        for label, *_ in variants + (ablation if kind == "repo_line" else []):
             rows.append(summarize(kind, label, results[label]))
             all_outcomes += results[label]
+        sweeps += [(kind, label, results[label]) for label in results if label.endswith(("today", "all-nobar"))]
         print(f"[{kind} done after {time.perf_counter() - t_start:.0f} s]", file=sys.stderr)
     print()
     print(f"options: {json.dumps(args.base_options)}")
     print_table(rows)
+    for kind, label, outs in sweeps:
+        print_sweep(kind, label, outs)
     if timing is not None:
         print(
             f"retrieval per request (in-process, real tokenizer): first request of a document "
@@ -460,6 +554,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "setting": o.setting,
                             "completion": o.completion,
                             "latency_ms": o.latency_ms,
+                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind")},
                             **o.score,
                         }
                         for o in all_outcomes
@@ -481,8 +576,17 @@ def main() -> int:
         "--moments",
         default="warm,cold",
         help="warm: asked once the server has evaluated the document's full prompt; cold: asked right after "
-        "opening (the first request in a file); today: asked right after opening with the session features off",
+        "opening (the first request in a file); session-off: asked right after opening with the session features off",
     )
+    ap.add_argument(
+        "--rows",
+        default="default",
+        help="feature rows: default (the server's settings), today (gate, candidates and confidence bar off), "
+        "gate, candidates, confidence (each alone), all, all-nobar (all with no confidence bar)",
+    )
+    ap.add_argument("--min-confidence", type=float, default=None, help="the bar for the confidence/all rows (default: the server's)")
+    ap.add_argument("--ablation", action="store_true", help="repo_line: also each kind of retrieved context left out")
+    ap.add_argument("--ablation-row", default="today", help="the feature row the ablation runs with")
     ap.add_argument("--limit", type=int, help="at most N cases per kind (spread over repositories)")
     ap.add_argument("--cases", help="comma-separated case ids (e.g. click/0,rich/12)")
     ap.add_argument(
@@ -503,6 +607,10 @@ def main() -> int:
     ap.add_argument("--no-retrieval-timing", action="store_true", help="skip the in-process retrieval timing")
     ap.add_argument("--json", help="write rows and per-case outcomes to this file")
     args = ap.parse_args()
+    if args.min_confidence is None:
+        from lsp_server.config import Settings
+
+        args.min_confidence = Settings().min_confidence
     args.base_options = {"cacheCompletions": False, "contextTokens": args.context_tokens}
     if args.max_tokens:
         args.base_options["maxTokens"] = args.max_tokens

@@ -80,6 +80,27 @@ class Candidate:
     text: str
     score: float
     kind: str
+    source: str = ""  # for ablations (CONTEXT_SOURCES); "" = from the key
+
+
+# The kinds of retrieved context, for measuring what each adds (benchmarks/quality.py
+# --ablation): definitions of imported names, definitions of other names near the cursor
+# found elsewhere in the workspace, the file's own imports, the headers of the enclosing
+# scopes, definitions in this file outside the prefix window, similar snippets.
+CONTEXT_SOURCES = ("imported", "workspace", "imports", "scope", "same-file", "snippet")
+_SOURCE_OF_KEY = {"outline": "imported", "imports": "imports", "imports-ext": "imports", "scope": "scope",
+                  "self": "same-file", "snippet": "snippet", "def": "imported"}
+
+
+def source_of(c: Candidate) -> str:
+    return c.source or _SOURCE_OF_KEY.get(str(c.key[0]), "")
+
+
+def excluded_sources() -> frozenset[str]:
+    """Kinds of context left out, from ``QUILL_CONTEXT_EXCLUDE`` (comma-separated names
+    of CONTEXT_SOURCES): a benchmark knob for ablations, not a user setting."""
+    raw = os.environ.get("QUILL_CONTEXT_EXCLUDE", "")
+    return frozenset(x.strip() for x in raw.split(",") if x.strip())
 
 
 @dataclass
@@ -323,6 +344,7 @@ class Retriever:
         self.stats = RetrievalStats()
         self.last_candidates: list[Candidate] = []
         self.enabled = True
+        self.exclude = excluded_sources()
 
     # ---------------------------------------------------------------- helpers
     def _count(self, text: str, count_tokens: Callable[[str], int]) -> int:
@@ -457,7 +479,7 @@ class Retriever:
         bound: set[str] = set()
         seen_defs: set[tuple[str, int]] = set()
 
-        def add_definition(summary: FileSummary, sym: Symbol, score: float, kind: str = "definition") -> None:
+        def add_definition(summary: FileSummary, sym: Symbol, score: float, source: str = "imported") -> None:
             ident = (summary.path, sym.line)
             if summary.path == path or ident in seen_defs:
                 return
@@ -468,7 +490,8 @@ class Retriever:
                     path=summary.rel,
                     text=self._render(summary, sym),
                     score=score,
-                    kind=kind,
+                    kind="definition",
+                    source=source,
                 )
             )
 
@@ -534,7 +557,7 @@ class Retriever:
                 continue
             defs = [d for d in self.index.definitions(name) if d[0].path != path and d[0].root == root]
             for summary, sym in defs[:1]:
-                add_definition(summary, sym, (0.4 + 1.6 * w) / n_files)
+                add_definition(summary, sym, (0.4 + 1.6 * w) / n_files, "workspace")
 
         # 3. Far parts of this file that the prefix window will not show.
         if window_start > 0:
@@ -550,6 +573,8 @@ class Retriever:
         )
 
         self.stats.last_candidates = len(candidates)
+        if self.exclude:
+            candidates = [c for c in candidates if source_of(c) not in self.exclude]
         self.last_candidates = candidates  # for inspection (status, tuning)
         chunks = self._select(session, candidates, token_budget, count_tokens, request)
         self.stats.last_chunks = len(chunks)
