@@ -51,6 +51,167 @@ def check_gguf_header(path: str) -> None:
         raise ModelFileError(f"{path} is not a GGUF model file (magic {magic!r}); it may be corrupt or incomplete")
 
 
+# ------------------------------------------------------------------ memory before loading
+# A file up to this share of the available memory is read into memory (use_mmap=False): a
+# memory-mapped file that is truncated or rewritten while the server runs kills it with
+# SIGBUS at the next token.  Larger files are mapped (they may not fit otherwise).
+# QUILL_MMAP=1 / QUILL_MMAP=0 force one or the other.
+READ_INTO_MEMORY_SHARE = 0.5
+# The KV cache plus a model read into memory may take at most this share of the memory
+# available when the model loads; more is refused before llama.cpp allocates anything.
+LOAD_MEMORY_SHARE = 0.8
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def read_gguf_metadata(path: str, stop_prefix: str | None = None) -> dict[str, object]:
+    """The key/value metadata of a GGUF file, read with plain file IO (no llama.cpp, no
+    mmap).  Arrays of strings are skipped (None); arrays of numbers are kept as lists.
+    ``stop_prefix``: stop at the first key that starts with it (``"tokenizer."``: the
+    vocabulary, written after the model's shape, takes most of the reading time).
+    Raises ModelFileError when the header is cut short or malformed."""
+    import struct
+
+    def need(fh: object, n: int) -> bytes:
+        data = fh.read(n)  # type: ignore[attr-defined]
+        if len(data) != n:
+            raise ModelFileError(f"{path} is incomplete or corrupt: its GGUF header ends early")
+        return data  # type: ignore[no-any-return]
+
+    def string(fh: object) -> str:
+        (n,) = struct.unpack("<Q", need(fh, 8))
+        if n > 1 << 24:
+            raise ModelFileError(f"{path} is corrupt: a GGUF header string of {n} bytes")
+        return need(fh, n).decode("utf-8", "replace")
+
+    def value(fh: object, kind: int) -> object:
+        fmt = _GGUF_SCALARS.get(kind)
+        if fmt is not None:
+            return struct.unpack(fmt, need(fh, struct.calcsize(fmt)))[0]
+        if kind == _GGUF_STRING:
+            return string(fh)
+        if kind == _GGUF_ARRAY:
+            (item, count) = struct.unpack("<IQ", need(fh, 12))
+            if item == _GGUF_STRING or item == _GGUF_ARRAY:
+                for _ in range(count):
+                    value(fh, item)
+                return None
+            fmt = _GGUF_SCALARS.get(item)
+            if fmt is None:
+                raise ModelFileError(f"{path} is corrupt: unknown GGUF value type {item}")
+            size = struct.calcsize(fmt)
+            if count > 4096:  # large numeric arrays (token scores, types) are not needed
+                need(fh, 0)
+                fh.seek(count * size, 1)  # type: ignore[attr-defined]
+                return None
+            return [x[0] for x in struct.iter_unpack(fmt, need(fh, count * size))]
+        raise ModelFileError(f"{path} is corrupt: unknown GGUF value type {kind}")
+
+    try:
+        with open(path, "rb", buffering=1 << 20) as fh:
+            if need(fh, 4) != b"GGUF":
+                raise ModelFileError(f"{path} is not a GGUF model file; it may be corrupt or incomplete")
+            _version, _tensors, n_kv = struct.unpack("<IQQ", need(fh, 20))
+            if n_kv > 1 << 20:
+                raise ModelFileError(f"{path} is corrupt: {n_kv} metadata entries")
+            meta: dict[str, object] = {}
+            for _ in range(n_kv):
+                key = string(fh)
+                if stop_prefix is not None and key.startswith(stop_prefix):
+                    break
+                (kind,) = struct.unpack("<I", need(fh, 4))
+                meta[key] = value(fh, kind)
+            return meta
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc}") from exc
+    except struct.error as exc:
+        raise ModelFileError(f"{path} is incomplete or corrupt: {exc}") from exc
+
+
+def kv_bytes_per_token(meta: dict[str, object]) -> int | None:
+    """Bytes of f16 K and V cache one context token takes in all layers (every layer holds
+    the full context: swa_full), or None when the metadata does not say (recurrent models)."""
+    arch = meta.get("general.architecture")
+
+    def num(key: str) -> object:
+        return meta.get(f"{arch}.{key}")
+
+    layers, embd, heads = num("block_count"), num("embedding_length"), num("attention.head_count")
+    if not isinstance(layers, int) or not isinstance(embd, int) or layers <= 0 or embd <= 0:
+        return None
+    head_list = heads if isinstance(heads, list) else [heads] * layers
+    kv = num("attention.head_count_kv")
+    kv_list = kv if isinstance(kv, list) else [kv if isinstance(kv, int) else None] * layers
+    total = 0
+    for h, h_kv in zip(head_list, kv_list, strict=False):
+        if not isinstance(h, int) or h <= 0:
+            return None
+        n_kv = h_kv if isinstance(h_kv, int) else h
+        k_len, v_len = num("attention.key_length"), num("attention.value_length")
+        k = k_len if isinstance(k_len, int) else embd // h
+        v = v_len if isinstance(v_len, int) else embd // h
+        total += n_kv * (k + v) * 2
+    return total or None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, lowered by a cgroup limit."""
+    avail: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as fh:
+            used = int(fh.read().strip())
+        if limit.isdigit() and avail is not None:
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def plan_memory(path: str, n_ctx: int, gpu_layers: int = 0, available: int | None = None) -> bool:
+    """Before llama.cpp allocates anything: whether to memory-map the file, and a clear
+    BackendError when the context the settings ask for cannot fit in memory (instead of a
+    load that eats the machine).  Returns use_mmap."""
+    size = os.path.getsize(path)
+    available = available_memory() if available is None else available
+    forced = os.environ.get("QUILL_MMAP", "")
+    if forced in ("0", "1"):
+        use_mmap = forced == "1"
+    else:
+        use_mmap = available is not None and size > available * READ_INTO_MEMORY_SHARE
+    if available is None or gpu_layers != 0:
+        return use_mmap  # unknown memory, or the cache lives on the GPU: llama.cpp decides
+    per_token = kv_bytes_per_token(read_gguf_metadata(path, stop_prefix="tokenizer."))
+    if per_token is None:
+        return use_mmap
+    kv = per_token * n_ctx
+    model = 0 if use_mmap else size
+    budget = available * LOAD_MEMORY_SHARE
+    if kv + model > budget:
+        fits = int(max(0.0, budget - model) // per_token)
+        hint = f"lower quill.contextTokens (about {fits} tokens fit now)" if fits >= 256 else "free memory or pick a smaller model"
+        raise BackendError(
+            f"contextTokens={n_ctx} needs about {_gib(kv)} of KV cache for {os.path.basename(path)} "
+            f"({per_token} bytes per token){' plus ' + _gib(model) + ' for the model' if model else ''}, "
+            f"but only {_gib(available)} of memory is available; {hint}"
+        )
+    return use_mmap
+
+
 # Shifted reuse of cached runs (see kv_store.plan_reuse): runs shorter than this are
 # evaluated again rather than moved.
 CACHE_REUSE_MIN_TOKENS = 32
@@ -114,10 +275,12 @@ class LlamaCppBackend:
         self._lib = llama_cpp
         silence_llama_logs(llama_cpp)
         n_threads = threads or default_threads()
+        use_mmap = plan_memory(path, n_ctx, gpu_layers)
         t0 = time.perf_counter()
         try:
             self.llama = llama_cpp.Llama(
                 model_path=path,
+                use_mmap=use_mmap,
                 n_ctx=n_ctx,
                 n_batch=min(512, n_ctx),
                 n_gpu_layers=gpu_layers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,8 +63,21 @@ def children_of(pid: int) -> list[int]:
 class Server(RawClient):
     """The real server over stdio, with an id counter and timed calls."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        super().__init__(*args, env=env)
+    def __init__(self, *args: str, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+        """``command``: start this instead of ``python -m lsp_server`` (a wrapper that
+        injects a fault, e.g. faulty_server.py), with ``args`` after it."""
+        if command is None:
+            super().__init__(*args, env=env)
+        else:
+            self.proc = subprocess.Popen(
+                [*command, "--log-level", "warning", *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+            self._buf = b""
+            self.messages = []
         self.next_id = 1000
         self.answer_server_requests = True
 
