@@ -7,6 +7,10 @@ ranges, completions and code actions on documents that exist, were closed or nev
 opened.  After each batch: every request sent in a well-formed frame got a result or an
 error, the server is alive, and a quill/status probe is answered.  At the end a normal
 completion still works.  Messages: ~2,000 in the normal run, ~20,000 under make stress.
+
+Code-action edits are checked with resolve data from real textDocument/codeAction answers
+(test_code_action_edits_...): inside the action's range, for the version they were made
+for, and refused once the code in the range changed (2 rounds normally, 8 under stress).
 """
 
 from __future__ import annotations
@@ -153,7 +157,8 @@ def server(tmp_path_factory):
     s = Server(env={"QUILL_CACHE_DIR": str(cache)})
     caps = {
         "workspace": {"workspaceEdit": {"documentChanges": True}},
-        "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}},
+        # dataSupport + resolveSupport: rewrites come as data to resolve, as in VS Code.
+        "textDocument": {"codeAction": {"dataSupport": True, "resolveSupport": {"properties": ["edit"]}}},
         "window": {"workDoneProgress": True},
     }
     s.request(0, "initialize", {"processId": None, "capabilities": caps, "rootUri": None, "initializationOptions": {"cacheCompletions": False, "maxTokens": 16, "requestTimeoutS": 30}})
@@ -245,3 +250,66 @@ def test_fuzzed_messages_are_answered_and_the_server_keeps_serving(server: Serve
         peak_rss_mb=server.peak_rss_mb(),
         seconds=time.monotonic() - t0,
     )
+
+
+ACTION_SOURCE = '''import math
+
+
+def area_{i}(radius, scale):
+    total = math.pi * radius * radius
+    return total * scale
+
+
+def label_{i}(name):
+    return "shape " + name
+'''
+
+
+def _inside(edit_range: dict[str, Any], action_range: dict[str, Any]) -> bool:
+    s, t = edit_range["start"], edit_range["end"]
+    a, b = action_range["start"], action_range["end"]
+    return (a["line"], a["character"]) <= (s["line"], s["character"]) <= (t["line"], t["character"]) <= (b["line"], b["character"])
+
+
+def test_code_action_edits_from_real_answers_stay_in_range_and_refuse_changed_code(server: Server):
+    """Resolve data as the server hands it out (textDocument/codeAction), not made up:
+    an edit stays inside the action's range and names the document version it was made
+    for; after the code in the range changed, the same data gets no edit and a message."""
+    rounds = size(2, 8)
+    edits = refused = offered = 0
+    t0 = time.monotonic()
+    for i in range(rounds):
+        uri = f"file:///fuzz/actions{i}.py"
+        text = ACTION_SOURCE.format(i=i)
+        server.open(uri, text)
+        whole = {"start": {"line": 3, "character": 0}, "end": {"line": 5, "character": 24}}
+        listed = server.call("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": whole,
+                                                         "context": {"diagnostics": [], "triggerKind": 1}})
+        actions = [a for a in listed.get("result") or [] if isinstance(a.get("data"), dict)]
+        assert actions, listed
+        offered += len(actions)
+        # Simplify: SmolLM2's rewrite that passes the checks most often (the others tend to
+        # be refused: "no change", "changed the code"); plus one more action per round.
+        action = actions[i % len(actions)]
+        simplify = [a for a in actions if a["title"].startswith("Simplify")]
+        for chosen in {id(a): a for a in [*simplify, action]}.values():
+            resolved = server.call("codeAction/resolve", chosen, timeout=ANSWER_S)["result"]
+            for change in (resolved.get("edit") or {}).get("documentChanges") or []:
+                assert change["textDocument"] == {"uri": uri, "version": 1}, change
+                for e in change["edits"]:
+                    assert _inside(e["range"], chosen["data"]["range"]), (e["range"], chosen["data"]["range"])
+                    edits += 1
+        # The user edits the function (inside the action's range): the old data is refused.
+        server.change(uri, 2, text.replace("total = math.pi", "area = math.pi").replace("return total", "return area"))
+        mark = len(server.messages)
+        again = server.call("codeAction/resolve", action, timeout=ANSWER_S)["result"]
+        assert not again.get("edit"), again
+        server.pump(0.2)
+        told = [m["params"]["message"] for m in server.messages[mark:] if m.get("method") == "window/showMessage"]
+        assert any("changed" in m for m in told), told
+        refused += 1
+        server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    assert server.alive()
+    assert edits, "no resolve returned an edit: nothing was checked"
+    figure("code-action edits (real resolve data)", rounds=rounds, actions_offered=offered,
+           edits_checked=edits, changed_refused=refused, seconds=time.monotonic() - t0)
