@@ -56,6 +56,9 @@ QUICK_LINE_QUANTUM = 4
 # Tokens a typical suggestion takes to generate (a rest of line), for sizing the quick
 # prompt.  A constant, so that the quick prompt keeps its first tokens between keystrokes.
 EXPECTED_GEN_TOKENS = 10
+# A quick prompt only when the full one costs more than this many times what the latency
+# target affords: for a small file, a little over the target beats a prompt of 4 lines.
+QUICK_MIN_SAVING = 2.0
 # Candidates may take at least this long when the user asked for several suggestions.
 EXPLICIT_CANDIDATES_S = 0.5
 T = TypeVar("T")
@@ -584,7 +587,7 @@ class CompletionEngine:
         kind, slot = "full", f"full:{req.uri}"
         if self._progressive(model):
             affordable = self.affordable_tokens()
-            if backend.eval_cost(prompt.tokens, slot) > affordable:  # type: ignore[attr-defined]
+            if backend.eval_cost(prompt.tokens, slot) > affordable * QUICK_MIN_SAVING:  # type: ignore[attr-defined]
                 prompt, kind, slot = self._quick_prompt(model, req, affordable), "quick", f"quick:{req.uri}"
         t2 = time.perf_counter()
         self._starts[(req.uri, kind)] = prompt.prefix_start_line
@@ -846,7 +849,7 @@ class CompletionEngine:
         prompt, _ = self._full_prompt(model, req)
         slot = f"full:{req.uri}"
         cost = backend.eval_cost(prompt.tokens, slot)  # type: ignore[attr-defined]
-        if mode is not Mode.NONE and self._progressive(model) and cost > self.affordable_tokens():
+        if mode is not Mode.NONE and self._progressive(model) and cost > self.affordable_tokens() * QUICK_MIN_SAVING:
             # Cursor region first: a quick answer while the full prompt is evaluated.
             entry = self._cache_get(key, req.uri)
             if entry is None and answer() == "preempted":

@@ -47,7 +47,7 @@ class Headers(dict):
 # Prompt evaluation gets slower as the context fills (attention over more cells): the
 # speed measured on a short sample is discounted by this factor when a budget is set.
 DEPTH_DISCOUNT = 0.75
-MIN_QUICK_TOKENS = 24
+MIN_QUICK_TOKENS = 48
 # Per-request overhead outside the model (tokenizing, retrieval, the protocol), in ms.
 OVERHEAD_MS = 40.0
 # Re-measure when requests see less than this share of the measured prompt speed ...

@@ -247,10 +247,10 @@ class QuillServer(LanguageServer):
         except CompletionFailed as exc:
             self.notifier.show(f"completion failed: {exc}")
             return req, None
-        if result is not None and result.text:
-            logger.debug(
-                "completion %s: %d chars, %s", uri, len(result.text), result.as_dict()["timingsMs"]
-            )
+        if result is None:
+            logger.debug("completion %s: superseded or cancelled", uri)
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("completion %s: %s", uri, result.as_dict())
         return req, result
 
 
