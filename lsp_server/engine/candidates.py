@@ -1,7 +1,7 @@
 """Candidates, their confidence, and the choice among them.
 
 The greedy generation is the first candidate.  When it fails the validity gate
-(``engine/gate.py``), when the model was unsure of it, or when the client asks for several
+(``engine/gate.py``), when its confidence is under the bar, or when the client asks for several
 suggestions, other candidates branch from it: the next most likely tokens at the first
 position where the model chose freely (after the healed prefix), each continued greedily.
 They share the evaluated prompt (the backend cuts the KV cache back to the prompt's end
@@ -24,10 +24,7 @@ from lsp_server.engine import gate as validity
 
 # Extra time the candidates may take, as a share of the time the request took so far
 # (checked before each candidate is started).
-TIME_SHARE = 0.5
-# Below this confidence a suggestion counts as unsure (candidates are tried) even when
-# the bar itself is lower.
-UNSURE = 0.5
+TIME_SHARE = 0.3
 # A branch may generate at most this many tokens more than the greedy one did.
 BRANCH_EXTRA_TOKENS = 4
 
@@ -113,7 +110,11 @@ def wants_more(first: Candidate, opts: ChoiceOptions) -> bool:
         return False
     if opts.items > 1:
         return True
-    return first.tier > 0 or not first.text or (first.known and first.confidence < max(opts.min_confidence, UNSURE))
+    # Unsure = under the bar: another candidate may be shown where this one would not be.
+    # (Trying them on every suggestion the model is less than sure of, which with a small
+    # model is most of them, cost 2.2x the keystroke's p50 and changed no exact match on
+    # the dev set; see docs/suggestion-quality.md.)
+    return first.tier > 0 or not first.text or (first.known and first.confidence < opts.min_confidence)
 
 
 def choose(

@@ -23,7 +23,15 @@ from typing import Protocol, TypeVar
 from lsp_server.backends import BackendError, GenerationRequest, GenerationResult
 from lsp_server.config import Settings
 from lsp_server.context.parser import SyntaxHint
-from lsp_server.engine.candidates import TIME_SHARE, Candidate, ChoiceOptions, choose, make_candidate, rank
+from lsp_server.engine.candidates import (
+    TIME_SHARE,
+    Candidate,
+    ChoiceOptions,
+    choose,
+    kept_logprobs,
+    make_candidate,
+    rank,
+)
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, stop_condition
@@ -666,9 +674,12 @@ class CompletionEngine:
             min_confidence=settings.min_confidence,
             items=max(1, req.max_items),
         )
-        if not opts.gate and opts.candidates <= 1 and opts.min_confidence <= 0 and opts.items <= 1:
-            return _Choice(text)
         forced = request.forced_prefix
+        if not opts.gate and opts.candidates <= 1 and opts.min_confidence <= 0 and opts.items <= 1:
+            # All off: the text as generated (its confidence is only reported).
+            lps = kept_logprobs(gen, len(forced), len(text)) if text else []
+            conf = math.exp(sum(lps) / len(lps)) if lps else None
+            return _Choice(text, confidence=conf, min_prob=math.exp(min(lps)) if lps else None)
         ctx = None
         if opts.gate and text:
             try:
