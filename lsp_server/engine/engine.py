@@ -260,6 +260,7 @@ class CompletionEngine:
         self._bg_task: asyncio.Task[None] | None = None
         self._warming: str | None = None
         self._full_ready: dict[str, float] = {}  # uri -> when its full prompt was last evaluated
+        self._warm_failed: set[str] = set()  # idle-time work raised (reported, not retried)
         # (uri, prompt kind) -> the line the prefix window started on last time (model thread).
         self._starts: dict[tuple[str, str], int] = {}
         self._closed = False
@@ -763,6 +764,7 @@ class CompletionEngine:
         """A document was closed: drop its pending idle-time work (its KV state stays in
         the LRU, for when it is opened again)."""
         self._warm.drop(uri)
+        self._warm_failed.discard(uri)
         self._last.pop(uri, None)
         self._full_ready.pop(uri, None)
         for kind in ("full", "quick"):
@@ -812,6 +814,7 @@ class CompletionEngine:
             except Exception:
                 logger.exception("idle-time work for %s failed", target.uri)
                 outcome = "failed"
+                self._warm_failed.add(target.uri)
             finally:
                 self._warming = None
             if outcome == "preempted":
@@ -895,10 +898,12 @@ class CompletionEngine:
     # ---------------------------------------------------------------- status
     def document_state(self, uri: str) -> str:
         """"warming" while idle-time work for ``uri`` is pending or running, "ready" once
-        its full prompt has been evaluated, else "cold"."""
+        its full prompt has been evaluated, "failed" when that work raised, else "cold"."""
         if self._warming == uri or self._warm.has(uri):
             return "warming"
-        return "ready" if uri in self._full_ready else "cold"
+        if uri in self._full_ready:
+            return "ready"
+        return "failed" if uri in self._warm_failed else "cold"
 
     def session_status(self) -> dict[str, object]:
         model = self._model
