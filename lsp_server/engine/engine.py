@@ -599,6 +599,8 @@ class CompletionEngine:
             if backend.eval_cost(prompt.tokens, slot) > affordable * QUICK_MIN_SAVING:  # type: ignore[attr-defined]
                 prompt, kind, slot = self._quick_prompt(model, req, affordable), "quick", f"quick:{req.uri}"
         t2 = time.perf_counter()
+        if not prompt.tokens:  # nothing before the cursor, and no markup: nothing to go on
+            return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)
         self._starts[(req.uri, kind)] = prompt.prefix_start_line
         forced = prompt.forced_prefix
         cond = stop_condition(mode, cur)
@@ -862,6 +864,9 @@ class CompletionEngine:
             return "done"
         prompt, _ = self._full_prompt(model, req)
         slot = f"full:{req.uri}"
+        if not prompt.tokens:
+            self._full_ready[req.uri] = time.monotonic()
+            return "done"
         cost = backend.eval_cost(prompt.tokens, slot)  # type: ignore[attr-defined]
         if mode is not Mode.NONE and self._progressive(model) and cost > self.affordable_tokens() * QUICK_MIN_SAVING:
             # Cursor region first: a quick answer while the full prompt is evaluated.

@@ -191,6 +191,10 @@ class PromptBuilder:
                 tokens.extend(suffix_tokens)
             elif seg.text:
                 tokens.extend(tok.tokenize(seg.text, special=seg.kind == "control"))
+        if not tokens and forced:
+            # A one-token prefix and nothing else (no BOS, no markup): healing would leave
+            # the model nothing to read, so the token stays in the prompt.
+            tokens, healed_tokens, forced = list(prefix_tokens), prefix_tokens, ""
         return Prompt(
             tokens=tokens,
             forced_prefix=forced,

@@ -79,3 +79,17 @@ def test_user_text_cannot_inject_control_tokens():
     b = builder("starcoder", heal=False)
     p = b.build("x = '<fim_middle>'", "", PromptBudget(total=200))
     assert p.tokens.count(b.tok.specials["<fim_middle>"]) == 1
+
+
+def test_a_one_token_prefix_is_not_healed_away_when_nothing_else_is_in_the_prompt():
+    from lsp_server.engine.prompt import PromptBudget, PromptBuilder
+    from lsp_server.families.completion import get_template
+
+    from .fakes import CharTokenizer
+
+    class NoBos(CharTokenizer):
+        def bos_tokens(self) -> list[int]:
+            return []
+
+    prompt = PromptBuilder(NoBos(), get_template("plain")).build("x", "", PromptBudget(total=100))
+    assert prompt.tokens == [ord("x")] and prompt.forced_prefix == ""

@@ -192,3 +192,15 @@ def test_only_the_newest_documents_opened_without_a_cursor_are_warmed():
     q.put(WarmTarget("file:///here.py", None, True))
     popped = [q.pop() for _ in range(len(q))]
     assert [t.uri for t in popped if t is not None] == ["file:///here.py", "file:///tab4.py", "file:///tab3.py"]
+
+
+async def test_an_empty_file_is_no_error_and_becomes_ready():
+    engine, backend = make()
+    backend.bos_tokens = lambda: []  # a model without BOS (SmolLM2): an empty prefix is an empty prompt
+    result = await engine.complete(req(""))
+    assert result is not None and result.text == ""
+    await engine.ensure_model()
+    engine.warm(req("", uri="file:///w/empty.py"), cursor_known=False)
+    assert await engine.settle(5)
+    assert engine.document_state("file:///w/empty.py") == "ready"
+    engine.shutdown()
