@@ -57,12 +57,13 @@ class Settings:
     # adds a syntax error where it is inserted is trimmed to its longest valid prefix,
     # replaced by another candidate, or dropped (false: shown as generated).
     validity_gate: bool = True
-    # Candidates tried when the first one fails the gate, is unsure, or the client asks
-    # for several (1: the greedy suggestion only).
+    # Candidates tried when the first one fails the gate or the client asks for several
+    # (1: the greedy suggestion only).
     candidates: int = 3
     # A suggestion whose confidence (geometric mean of its tokens' probabilities) is under
-    # this is not shown (0: every suggestion is shown).
-    min_confidence: float = 0.0
+    # this is not shown (0: every suggestion is shown).  0.7 by measurement on the dev set
+    # (docs/suggestion-quality.md): every exactly right suggestion was above 0.76.
+    min_confidence: float = 0.7
 
     def model_settings(self) -> tuple[Any, ...]:
         """The part of the settings that needs the model to be (re)loaded when it changes."""

@@ -1,7 +1,7 @@
 """Candidates, their confidence, and the choice among them.
 
 The greedy generation is the first candidate.  When it fails the validity gate
-(``engine/gate.py``), when its confidence is under the bar, or when the client asks for several
+(``engine/gate.py``) or when the client asks for several
 suggestions, other candidates branch from it: the next most likely tokens at the first
 position where the model chose freely (after the healed prefix), each continued greedily.
 They share the evaluated prompt (the backend cuts the KV cache back to the prompt's end
@@ -110,11 +110,10 @@ def wants_more(first: Candidate, opts: ChoiceOptions) -> bool:
         return False
     if opts.items > 1:
         return True
-    # Unsure = under the bar: another candidate may be shown where this one would not be.
-    # (Trying them on every suggestion the model is less than sure of, which with a small
-    # model is most of them, cost 2.2x the keystroke's p50 and changed no exact match on
-    # the dev set; see docs/suggestion-quality.md.)
-    return first.tier > 0 or not first.text or (first.known and first.confidence < opts.min_confidence)
+    # Not for a suggestion that is merely unsure (under the bar, or empty: the model ended
+    # there): with a small model that is most of them, and trying others on each cost 2.2x
+    # the keystroke's p50 and changed no exact match on the dev set (docs/suggestion-quality.md).
+    return first.tier > 0
 
 
 def choose(

@@ -684,7 +684,7 @@ class CompletionEngine:
             conf = math.exp(sum(lps) / len(lps)) if lps else None
             return _Choice(text, confidence=conf, min_prob=math.exp(min(lps)) if lps else None)
         ctx = None
-        if opts.gate and text:
+        if opts.gate:
             try:
                 ctx = gate_prepare(req.prefix, req.suffix, req.path or req.uri, req.language_id)
             except Exception:

@@ -92,7 +92,9 @@ def test_rank_validity_first_then_mean_logprob():
 def test_wants_more():
     opts = ChoiceOptions(candidates=3, min_confidence=0.3)
     assert not wants_more(cand("sure", 0.9), opts)
-    assert wants_more(cand("unsure", 0.2), opts)
+    assert not wants_more(cand("unsure", 0.2), opts)  # unsure alone: too costly for what it found
+    assert not wants_more(cand("", 0.2, "off"), opts)  # the model ended there
+    assert wants_more(cand("", 0.2, "dropped"), opts)
     assert wants_more(cand("cut", 0.9, "trimmed"), opts)
     assert wants_more(cand("sure", 0.9), ChoiceOptions(candidates=3, items=3))
     assert not wants_more(cand("unsure", 0.1), ChoiceOptions(candidates=1))
@@ -189,6 +191,7 @@ class ScoredBackend(FakeBackend):
 
 def engine_with(backend, **settings):
     model = LoadedModel(backend=backend, template=get_template("plain"), stop=())
+    settings = {"min_confidence": 0.0, **settings}  # the fake's probabilities are made up
     return CompletionEngine(Settings(cache_completions=False, **settings), loader=lambda s: model)
 
 
