@@ -18,6 +18,9 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from benchmarks.harness import plain
+from lsp_server.engine.gate import close_text
+
 # One server per client snapshot for the whole module (a fresh process per test would
 # spend most of the suite loading the model).
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
@@ -266,3 +269,33 @@ async def test_lone_surrogate_text_does_not_break_the_server(client: LanguageCli
     assert isinstance(result, str)
     uri2 = open_doc(client, FIB)
     assert await inline(client, uri2, *end_of(FIB))
+
+
+async def test_several_suggestions_when_asked_and_each_passes_the_gate(client: LanguageClient):
+    """Invoked (VS Code: Alt+] / Alt+[): candidates from the real model, each valid where
+    it is inserted; quill/status says what the gate and the confidence were."""
+    source = "def square(n):\n    "
+    uri = open_doc(client, source)
+    result = await asyncio.wait_for(
+        client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=1, character=4),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            )
+        ),
+        GUARD_S,
+    )
+    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    assert items, "the model produced no completion"
+    texts = [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
+    assert len(set(texts)) == len(texts)
+    for text in texts:
+        # the validity gate let through only valid starts (a block opened at the end is
+        # still to be written: close_text gives it a body)
+        ast.parse(close_text(source + text, "python"))
+    status = plain(await client.protocol.send_request_async("quill/status", {}))
+    last = status["session"]["lastCompletion"]
+    assert last["gate"] in ("pass", "trimmed", "dropped")
+    assert last["confidence"] is not None and 0.0 < last["confidence"] <= 1.0
+    assert last["candidates"] >= 1

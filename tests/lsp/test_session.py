@@ -53,7 +53,8 @@ async def client(request, lsp_client: LanguageClient, tmp_path_factory):
         capabilities=client_capabilities(request.param),
         root_uri=root.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name="ws")],
-        initialization_options={"workspaceContext": False, "requestTimeoutS": 600},
+        # No confidence bar: these tests are about when suggestions come, not which are shown.
+        initialization_options={"workspaceContext": False, "requestTimeoutS": 600, "minConfidence": 0},
     )
     lsp_client.init_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
     lsp_client.root = root  # type: ignore[attr-defined]
@@ -94,6 +95,7 @@ def doc_state(st: dict[str, Any], uri: str) -> str | None:
 
 
 def configure(client: LanguageClient, **settings: Any) -> None:
+    settings = {"minConfidence": 0, **settings}
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"quill": settings}))
 
 
