@@ -266,6 +266,8 @@ def _py_verdict(ctx: GateContext, text: str) -> bool | None:
     region = ctx.py_window.rfind("\n") + 1
     if err < 0 or err < region:
         return None
+    if ctx.before_py is not None and err == ctx.before_py and err < cursor:
+        return None  # an error on the cursor's line before the cursor, there without the suggestion
     if err >= len(body.rstrip()):
         return True  # at the very end: unfinished (the user goes on typing), not wrong
     before = ctx.before_py

@@ -250,7 +250,7 @@ class QuillServer(LanguageServer):
         if result is None:
             logger.debug("completion %s: superseded or cancelled", uri)
         elif logger.isEnabledFor(logging.DEBUG):
-            logger.debug("completion %s: %s", uri, result.as_dict())
+            logger.debug("completion %s at %d: raw %r -> %s", uri, req.offset, result.raw, result.as_dict())
         return req, result
 
 

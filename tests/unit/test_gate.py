@@ -3,7 +3,7 @@
 import pytest
 
 from lsp_server.engine import gate
-from lsp_server.engine.gate import check, close_text, prepare, scan, trim
+from lsp_server.engine.gate import check, close_text, prepare, prepare_for, scan, trim
 
 BODY = "import os\n\n\ndef f(a, b):\n    x = 1\n    "
 NEXT = "\n    return x\n"
@@ -127,3 +127,12 @@ def test_scan_and_close():
     assert close_text("    if a:", "python") == "    if a:\n        pass\n"
     assert close_text("x = 'ab", "python") == "x = 'ab'\n"
     assert scan("fn f<'a>(x: &'a str) {", "rust").stack == ("{",)  # 'a is a lifetime, not a quote
+
+
+def test_an_error_already_on_the_line_before_the_cursor_is_not_the_suggestions():
+    # A tab-indented line among space-indented ones (an editor with noexpandtab): Python
+    # refuses the line with or without the suggestion, so the suggestion is not to blame.
+    prefix = "def f(n):\n    if n < 2:\n        return n\n\treturn f"
+    ctx = prepare_for(prefix, "\n", "a.py", "python")
+    assert check(ctx, "(n - 1)")
+    assert not check(ctx, "(n - 1))")  # a closer with no opener is still the suggestion's
