@@ -15,7 +15,7 @@ from typing import Any
 class RawClient:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lsp_server", "--log-level", "warning", *args],
+            [sys.executable, "-m", "lsp_server", "--log-level", os.environ.get("QUILL_TEST_SERVER_LOG_LEVEL", "warning"), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

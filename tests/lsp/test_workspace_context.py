@@ -206,7 +206,9 @@ async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) ->
     (ws / "app" / "checkout.py").write_text(CHECKOUT)
     # One llama.cpp thread and a long request timeout: on a shared, busy CPU, two threads
     # spin-waiting on each other make generation many times slower (no timing is asserted).
-    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600}
+    # latencyTargetMs 0: the full prompt from the first request (a cold file's first
+    # suggestion otherwise comes from a quick prompt without retrieved context).
+    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600, "latencyTargetMs": 0}
     s = await start(ws, options, caps="neovim")
     try:
         await s.until(lambda st: st["state"] == "ready")
