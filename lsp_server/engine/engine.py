@@ -67,6 +67,9 @@ EXPECTED_GEN_TOKENS = 10
 # A quick prompt only when the full one costs more than this many times what the latency
 # target affords: for a small file, a little over the target beats a prompt of 4 lines.
 QUICK_MIN_SAVING = 2.0
+# Idle-time work starts this long after the last request ended: keystrokes come closer
+# together while the user types, and each would otherwise wait for a slice of work to end.
+IDLE_AFTER_REQUEST_S = 0.15
 # Candidates may take at least this long when the user asked for several suggestions.
 EXPLICIT_CANDIDATES_S = 0.5
 T = TypeVar("T")
@@ -257,6 +260,7 @@ class CompletionEngine:
         self._warm = WarmQueue()
         self._preempt = threading.Event()  # set while a request wants the model thread
         self._foreground = 0
+        self._last_foreground = 0.0  # time.monotonic() when the last request ended
         self._bg_task: asyncio.Task[None] | None = None
         self._warming: str | None = None
         self._full_ready: dict[str, float] = {}  # uri -> when its full prompt was last evaluated
@@ -778,6 +782,7 @@ class CompletionEngine:
 
     def _end_foreground(self) -> None:
         self._foreground = max(0, self._foreground - 1)
+        self._last_foreground = time.monotonic()
         if not self._foreground:
             self._kick()
 
@@ -801,6 +806,10 @@ class CompletionEngine:
             model = self._model
             if self._foreground or self._closed or model is None or not self.settings.warmup:
                 return
+            quiet = IDLE_AFTER_REQUEST_S - (time.monotonic() - self._last_foreground)
+            if quiet > 0:
+                await asyncio.sleep(quiet)
+                continue
             if self._measure_due:
                 self._measure_due = False
                 self._preempt.clear()
