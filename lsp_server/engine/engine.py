@@ -590,18 +590,33 @@ class CompletionEngine:
         result.timings_ms["queue"] = (t0 - t_queued) * 1000
         return result
 
-    def _run(self, model: LoadedModel, req: CompletionRequest, mode: Mode, cur: CursorText, cancel: threading.Event) -> CompletionResult:
+    def _needs_quick(self, model: LoadedModel, full: Prompt, uri: str) -> bool:
+        """Whether the full prompt would cost more than the latency target affords (by
+        ``QUICK_MIN_SAVING``), so that a quick prompt answers instead."""
+        if not self._progressive(model):
+            return False
+        cost = model.backend.eval_cost(full.tokens, f"full:{uri}")  # type: ignore[attr-defined]
+        return bool(cost > self.affordable_tokens() * QUICK_MIN_SAVING)
+
+    def _run(
+        self,
+        model: LoadedModel,
+        req: CompletionRequest,
+        mode: Mode,
+        cur: CursorText,
+        cancel: threading.Event,
+        full: tuple[Prompt, float] | None = None,
+    ) -> CompletionResult:
         """Build the prompt (full, or quick when the full one would cost more than the
-        latency target allows), generate, clean up.  On the model thread."""
+        latency target allows), generate, clean up.  On the model thread.  ``full``: the
+        full prompt and its retrieval ms, when the caller built it already."""
         settings = self.settings
         backend = model.backend
         t0 = time.perf_counter()
-        prompt, context_ms = self._full_prompt(model, req)
+        prompt, context_ms = full if full is not None else self._full_prompt(model, req)
         kind, slot = "full", f"full:{req.uri}"
-        if self._progressive(model):
-            affordable = self.affordable_tokens()
-            if backend.eval_cost(prompt.tokens, slot) > affordable * QUICK_MIN_SAVING:  # type: ignore[attr-defined]
-                prompt, kind, slot = self._quick_prompt(model, req, affordable), "quick", f"quick:{req.uri}"
+        if self._needs_quick(model, prompt, req.uri):
+            prompt, kind, slot = self._quick_prompt(model, req, self.affordable_tokens()), "quick", f"quick:{req.uri}"
         t2 = time.perf_counter()
         if not prompt.tokens:  # nothing before the cursor, and no markup: nothing to go on
             return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)
@@ -856,9 +871,11 @@ class CompletionEngine:
         key = self._cache_key(req, mode)
         self.stats.warm_jobs += 1
 
+        full: tuple[Prompt, float] | None = None
+
         def answer() -> str:
             """Compute the suggestion at the cursor and keep it for when it is asked."""
-            result = self._run(model, req, mode, cur, preempt)
+            result = self._run(model, req, mode, cur, preempt, full)
             if result.stop_reason == "cancelled":
                 return "preempted"
             self._cache_put(key, _CacheEntry(result.text, result.prompt_kind, time.monotonic(), True, result.prompt_tokens))
@@ -871,13 +888,14 @@ class CompletionEngine:
         prefill = getattr(backend, "prefill", None)
         if prefill is None:
             return "done"
-        prompt, _ = self._full_prompt(model, req)
+        full = self._full_prompt(model, req)
+        prompt = full[0]
         slot = f"full:{req.uri}"
         if not prompt.tokens:
             self._full_ready[req.uri] = time.monotonic()
             return "done"
         cost = backend.eval_cost(prompt.tokens, slot)  # type: ignore[attr-defined]
-        if mode is not Mode.NONE and self._progressive(model) and cost > self.affordable_tokens() * QUICK_MIN_SAVING:
+        if mode is not Mode.NONE and self._needs_quick(model, prompt, req.uri):
             # Cursor region first: a quick answer while the full prompt is evaluated.
             entry = self._cache_get(key, req.uri)
             if entry is None and answer() == "preempted":
