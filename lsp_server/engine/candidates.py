@@ -36,6 +36,7 @@ class Candidate:
     min_logprob: float
     verdict: str  # "pass", "trimmed", "dropped" (gate), "off" (no gate)
     tokens: int = 0  # tokens scored (0: the backend gives no log-probabilities)
+    logprobs: tuple[float, ...] = ()  # of those tokens, in order
 
     @property
     def known(self) -> bool:
@@ -94,7 +95,7 @@ def make_candidate(
         text = kept
     lps = kept_logprobs(gen, forced_len, len(text)) if text else []
     mean = sum(lps) / len(lps) if lps else -math.inf
-    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps))
+    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps), tuple(lps))
 
 
 def branch_point(gen: GenerationResult, forced_len: int) -> int | None:

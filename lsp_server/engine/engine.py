@@ -138,6 +138,7 @@ class CompletionResult:
     gate: str = ""
     candidates: int = 0
     hidden: str = ""
+    token_logprobs: tuple[float, ...] = ()  # of the tokens that make the shown suggestion
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -160,6 +161,7 @@ class CompletionResult:
             "gate": self.gate,
             "candidates": self.candidates,
             "hidden": self.hidden,
+            "tokenLogprobs": [round(lp, 3) for lp in self.token_logprobs],
             "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
 
@@ -176,6 +178,7 @@ class _Choice:
     tried: int = 1
     hidden: str = ""
     ms: float = 0.0
+    logprobs: tuple[float, ...] = ()
 
 
 @dataclass
@@ -656,6 +659,7 @@ class CompletionEngine:
             gate=choice.gate,
             candidates=choice.tried,
             hidden=choice.hidden,
+            token_logprobs=choice.logprobs,
             prompt_tokens=prompt.n_tokens,
             reused_tokens=gen.reused_tokens,
             context_tokens=prompt.n_context_tokens,
@@ -701,7 +705,7 @@ class CompletionEngine:
             # All off: the text as generated (its confidence is only reported).
             lps = kept_logprobs(gen, len(forced), len(text)) if text else []
             conf = math.exp(sum(lps) / len(lps)) if lps else None
-            return _Choice(text, confidence=conf, min_prob=math.exp(min(lps)) if lps else None)
+            return _Choice(text, confidence=conf, min_prob=math.exp(min(lps)) if lps else None, logprobs=tuple(lps))
         ctx = None
         if opts.gate:
             try:
@@ -747,6 +751,7 @@ class CompletionEngine:
             gate=first.verdict,
             tried=tried,
             hidden=hidden,
+            logprobs=(best or first).logprobs,
         )
 
     # --------------------------------------------------------- idle-time work

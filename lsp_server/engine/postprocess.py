@@ -17,6 +17,9 @@ _WORD = re.compile(r"\w")
 _CLOSERS = set(")]}>\"'`;:,. \t")
 BLOCK_OPENERS = (":", "{", "(", "[", "=>", "->", " do", " then")
 MAX_BLOCK_LINES = 12
+# Lines a suggestion may run ahead looking for the code below the cursor (then it fills
+# the gap exactly); without meeting it the suggestion is one line.
+REJOIN_LINES = 6
 
 
 class Mode(enum.Enum):
@@ -64,7 +67,7 @@ def decide_mode(cur: CursorText, hint: SyntaxHint | None = None) -> Mode:
     """Nothing, one line, or a block, from the cursor's position."""
     hint = hint or SyntaxHint()
     after = cur.line_suffix
-    if after[:1] and _WORD.match(after[:1]):
+    if after[:1] and _WORD.match(after[:1]) and cur.line_prefix[-1:] and _WORD.match(cur.line_prefix[-1:]):
         return Mode.NONE  # inside a word: a suggestion would split it
     if after.strip() and not set(after.strip()) <= _CLOSERS:
         return Mode.LINE  # code follows on this line: fill the gap only
@@ -87,14 +90,95 @@ def block_min_indent(cur: CursorText) -> int:
     return indent_of(cur.line_prefix) + 1
 
 
+def _opens_block(line: str) -> bool:
+    return line.rstrip().endswith(BLOCK_OPENERS)
+
+
+def _continues(cur: CursorText) -> bool:
+    """Nothing follows the cursor on its line: a one-line suggestion may grow past it
+    (a block the completed line opens; lines that lead up to the code below)."""
+    return not cur.line_suffix.strip()
+
+
+def _rejoin_base(cur: CursorText) -> int | None:
+    """For a suggestion that fills the gap up to the code below: the indentation under
+    which lines are past that code (None: no code below to meet)."""
+    if not cur.next_line.strip():
+        return None
+    return indent_of(cur.next_line)
+
+
+def _rejoin_index(lines: list[str], cur: CursorText, start: int = 0) -> int | None:
+    """The first complete line at or after ``start`` that is the code below the cursor."""
+    nxt = cur.next_line.strip()
+    if not nxt:
+        return None
+    for i in range(start, len(lines)):
+        if lines[i].strip() == nxt:
+            return i
+    return None
+
+
+def _line_plan(lines: list[str], cur: CursorText) -> str:
+    """How a one-line suggestion with nothing after the cursor may go on:
+    "block": its line opens a block, the body follows;
+    "newline": the model ended the cursor's line, the suggestion is the next line (or the
+    lines up to the code below, when it meets that code);
+    "fill": the cursor's line is blank, the suggestion is its line (or the lines up to the
+    code below, when it meets that code);
+    "": one line."""
+    first = lines[0]
+    if not first.strip():
+        return "newline" if len(lines) > 1 else ""
+    if _opens_block(cur.line_prefix + first):
+        return "block"
+    return "fill" if not cur.line_prefix.strip() else ""
+
+
+def _body_indent(cur: CursorText, first: str) -> int:
+    """Lines of the block that the cursor's completed line opens are indented at least this."""
+    return indent_of((cur.line_prefix + first).expandtabs(4)) + 1
+
+
+def _lookahead_lines(lines: list[str], plan: str) -> list[str]:
+    """The lines that fill the gap: after the ended line for "newline", all for "fill"."""
+    return lines[1:] if plan == "newline" else lines
+
+
 def stop_condition(mode: Mode, cur: CursorText) -> Callable[[str], bool]:
     """A predicate on the text generated so far that says "enough"."""
     if mode is Mode.LINE:
+        if not _continues(cur):
 
-        def line_done(text: str) -> bool:
-            return "\n" in text
+            def line_done(text: str) -> bool:
+                return "\n" in text
 
-        return line_done
+            return line_done
+        base = _rejoin_base(cur)
+
+        def line_grows(text: str) -> bool:
+            lines = text.split("\n")
+            complete = lines[:-1]
+            if not complete:
+                return False
+            plan = _line_plan(lines, cur)
+            if plan == "":
+                return True
+            if plan == "block":
+                min_indent = _body_indent(cur, lines[0])
+                if len(complete) > MAX_BLOCK_LINES or _rejoin_index(complete, cur, 1) is not None:
+                    return True
+                return any(line.strip() and indent_of(line) < min_indent for line in complete[1:])
+            body = _lookahead_lines(complete, plan)
+            if plan == "newline" and not any(line.strip() for line in body):
+                return len(body) > 1  # blank lines only: give up after two
+            if base is None:
+                return bool(body) and any(line.strip() for line in body)  # one line, nothing to meet
+            if len(body) > REJOIN_LINES or _rejoin_index(body, cur) is not None:
+                return True
+            return any(line.strip() and indent_of(line) < base for line in body)
+
+        return line_grows
 
     min_indent = block_min_indent(cur)
 
@@ -128,6 +212,58 @@ def _strip_suffix_overlap(text: str, line_suffix: str) -> str:
     return text
 
 
+def _meet_line_suffix(text: str, line_suffix: str) -> str:
+    """The part of a generated line before the text the cursor's line goes on with
+    ("" when the line does not contain it)."""
+    rest = line_suffix.strip()
+    idx = text.find(rest, 1)
+    if not rest or idx <= 0:
+        return ""
+    head = text[:idx]
+    if line_suffix[:1] in " \t":
+        head = head.rstrip()
+    return head if head.strip() else ""
+
+
+def _grow_line(text: str, cur: CursorText) -> str | None:
+    """A one-line suggestion that goes past its line (see ``_line_plan``); None when it
+    is just one line (the caller cleans it as such)."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    plan = _line_plan(lines, cur)
+    if plan == "" or len(lines) < 2:
+        return None
+    if plan == "block":
+        min_indent = _body_indent(cur, lines[0])
+        kept = [lines[0]]
+        for line in lines[1 : MAX_BLOCK_LINES + 1]:
+            if line.strip() and indent_of(line) < min_indent:
+                break
+            if line.strip() == cur.next_line.strip():
+                break
+            kept.append(line)
+        while len(kept) > 1 and not kept[-1].strip():
+            kept.pop()
+        return "\n".join(kept)
+    body = _lookahead_lines(lines, plan)
+    # A last line still growing (the generation ran out of tokens) is not a line.
+    complete = body[:-1] if not text.endswith("\n") else body
+    idx = _rejoin_index(complete, cur)
+    if idx is not None:
+        kept = complete[:idx]
+    else:
+        first = next((i for i, line in enumerate(body) if line.strip()), None)
+        if first is None:
+            return ""
+        kept = body[: first + 1]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    if not kept:
+        return ""
+    if plan == "newline":
+        return "\n" + "\n".join(kept)
+    return "\n".join(kept)
+
+
 def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "") -> str:
     """Clean a raw generation into the text to insert at the cursor ("" for nothing)."""
     if mode is Mode.NONE:
@@ -137,9 +273,17 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "") ->
             return ""  # the model refused the healed prefix: nothing sensible to insert
         text = text[len(forced_prefix) :]
     text = text.replace("\r\n", "\n").replace("\r", "")
+    if mode is Mode.LINE and _continues(cur):
+        grown = _grow_line(text, cur)
+        if grown is not None:
+            return grown
     if mode is Mode.LINE:
         text = text.split("\n", 1)[0]
         text = text.rstrip()
+        if _WORD.match(cur.line_suffix[:1]):
+            # Inserted before a word: only a line that ends in what follows the cursor says
+            # where the insertion ends (a model without the suffix writes the whole line).
+            return _meet_line_suffix(text, cur.line_suffix)
         text = _strip_suffix_overlap(text, cur.line_suffix)
     else:
         lines = text.split("\n")

@@ -62,3 +62,58 @@ def test_stop_conditions():
     block = stop_condition(Mode.BLOCK, cur("def f():\n    ", "\n"))
     assert not block("a = 1\n    b = 2\n")
     assert block("a = 1\n    b = 2\nprint(1)\n")
+
+
+def test_insert_before_a_word_needs_the_line_to_meet_it():
+    c = cur("    return ", "string)\n")
+    assert decide_mode(c) is Mode.LINE  # before a word, not inside one
+    assert finalize("len(string)", Mode.LINE, c) == "len("
+    assert finalize("sorted(string) + 1", Mode.LINE, c) == "sorted("
+    assert finalize("len(x)", Mode.LINE, c) == ""  # never meets the text after the cursor
+
+
+def test_a_line_that_opens_a_block_brings_its_body():
+    c = cur("    for n in numbers", "\n\n    return result\n")
+    text = "[:-1]:\n        result.append(n)\n\n    return result\n"
+    assert finalize(text, Mode.LINE, c) == "[:-1]:\n        result.append(n)"
+    stop = stop_condition(Mode.LINE, c)
+    assert not stop("[:-1]:\n")
+    assert not stop("[:-1]:\n        result.append(n)\n")
+    assert stop("[:-1]:\n        result.append(n)\n    return result\n")
+
+
+def test_an_ended_line_suggests_the_next_lines_up_to_the_code_below():
+    c = cur("    count = 0", "\n    return count\n")
+    text = "\n    for ch in s:\n        count += 1\n    return count\n"
+    assert finalize(text, Mode.LINE, c) == "\n    for ch in s:\n        count += 1"
+    stop = stop_condition(Mode.LINE, c)
+    assert not stop("\n")
+    assert not stop("\n    for ch in s:\n")
+    assert stop(text)
+    # Never meeting the code below: the next line alone.
+    assert finalize("\n    x = 1\n    y = 2\n    z = 3\n", Mode.LINE, c) == "\n    x = 1"
+    # Repeating the code below is noise.
+    assert finalize("\n    return count\n", Mode.LINE, c) == ""
+    # Past the code's indentation: stop there.
+    assert stop("\n    x = 1\ndef g():\n")
+
+
+def test_a_blank_line_fills_the_gap_when_it_meets_the_code_below():
+    c = cur("    x = 1\n    ", "\n    return y\n")
+    assert decide_mode(c) is Mode.LINE
+    assert finalize("y = x + 1\n    y *= 2\n    return y\n", Mode.LINE, c) == "y = x + 1\n    y *= 2"
+    assert finalize("y = x + 1\n    z = 2\n", Mode.LINE, c) == "y = x + 1"
+    assert finalize("return y\n", Mode.LINE, c) == ""
+
+
+def test_text_after_the_cursor_keeps_one_line():
+    c = cur("x = foo(", ")\n    y = 2\n")
+    stop = stop_condition(Mode.LINE, c)
+    assert stop("a):\n")
+    assert finalize("a)\n    y = 2\n", Mode.LINE, c) == "a"
+
+
+def test_a_blank_line_that_opens_a_block_keeps_its_body_only():
+    c = cur('def f(n):\n    x = 1\n', "\n    return x\n")
+    text = "    if n == 0:\n        return 0\n    if n == 1:\n"
+    assert finalize(text, Mode.LINE, c) == "    if n == 0:\n        return 0"
