@@ -78,9 +78,7 @@ def make_cases(n: int, keys: int, seed: int = 0) -> list[Case]:
     return candidates[:n]
 
 
-async def run_both(
-    cases: list[Case], workspace: Path, workspace_context: bool, direct: DirectModel, extra: dict | None = None
-) -> tuple[list[list[float]], list[list[float]]]:
+async def _start_server(workspace: Path, workspace_context: bool, extra: dict | None) -> LanguageClient:
     client = LanguageClient("quill-latency-bench", "1")
     await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning")
     await client.initialize_async(
@@ -103,48 +101,61 @@ async def run_both(
     status = await _wait_for_model(client)
     if status["state"] != "ready":
         raise SystemExit(f"server model failed: {status['detail']}")
-    timings: list[list[float]] = []
-    direct_timings: list[list[float]] = []
-    for n, case in enumerate(cases):
-        # The two paths take turns case by case, so that machine noise hits both alike.
-        direct_timings.append(direct.replay(case))
-        path = workspace / f"case_{n}.py"
-        text = case.before + case.line_head + case.after
-        uri = path.as_uri()
-        client.text_document_did_open(
-            types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text))
-        )
-        line = case.before.count("\n")
-        col = len(case.line_head)
-        per_case = []
-        for k in range(len(case.typed) + 1):
-            if k:
-                ch = case.typed[k - 1]
-                client.text_document_did_change(
-                    types.DidChangeTextDocumentParams(
-                        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=k + 1),
-                        content_changes=[
-                            types.TextDocumentContentChangePartial(
-                                range=types.Range(types.Position(line, col), types.Position(line, col)), text=ch
-                            )
-                        ],
-                    )
-                )
-                col += 1
-            t0 = time.perf_counter()
-            await client.text_document_inline_completion_async(
-                types.InlineCompletionParams(
-                    text_document=types.TextDocumentIdentifier(uri=uri),
-                    position=types.Position(line=line, character=col),
-                    context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+    return client
+
+
+async def _replay(client: LanguageClient, path: Path, case: Case) -> list[float]:
+    text = case.before + case.line_head + case.after
+    uri = path.as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text))
+    )
+    line = case.before.count("\n")
+    col = len(case.line_head)
+    per_case = []
+    for k in range(len(case.typed) + 1):
+        if k:
+            ch = case.typed[k - 1]
+            client.text_document_did_change(
+                types.DidChangeTextDocumentParams(
+                    text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=k + 1),
+                    content_changes=[
+                        types.TextDocumentContentChangePartial(
+                            range=types.Range(types.Position(line, col), types.Position(line, col)), text=ch
+                        )
+                    ],
                 )
             )
-            per_case.append((time.perf_counter() - t0) * 1000)
-        client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
-        timings.append(per_case)
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+            col += 1
+        t0 = time.perf_counter()
+        await client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=col),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+            )
+        )
+        per_case.append((time.perf_counter() - t0) * 1000)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    return per_case
+
+
+async def run_all(
+    cases: list[Case], workspace: Path, workspace_context: bool, direct: DirectModel, extras: list[dict]
+) -> tuple[list[list[list[float]]], list[list[float]]]:
+    """Replay every case on the model called directly and on one server per settings
+    object in ``extras``, taking turns case by case so that machine noise hits all alike."""
+    clients = [await _start_server(workspace, workspace_context, extra) for extra in extras]
+    timings: list[list[list[float]]] = [[] for _ in clients]
+    direct_timings: list[list[float]] = []
+    for n, case in enumerate(cases):
+        direct_timings.append(direct.replay(case))
+        for i, client in enumerate(clients):
+            timings[i].append(await _replay(client, workspace / f"case_{n}_{i}.py", case))
+    for client in clients:
+        await client.shutdown_async(None)
+        client.exit(None)
+        await client.stop()
     return timings, direct_timings
 
 
@@ -200,6 +211,12 @@ def main() -> int:
         default="{}",
         help='more server settings as JSON, e.g. \'{"latencyTargetMs": 0, "warmup": false}\' (the full prompt on every request)',
     )
+    parser.add_argument(
+        "--baseline-settings",
+        default=None,
+        help="a second server with these settings (JSON, over --server-settings) replays the same cases in "
+        "the same run; its keystroke p50/p95 is the baseline of a 'server/baseline' ratio",
+    )
     args = parser.parse_args()
 
     from lsp_server.registry import resolve_model
@@ -207,15 +224,22 @@ def main() -> int:
     model_path = resolve_model("smollm2-135m-instruct").path
     cases = make_cases(args.cases, args.keys)
     print(f"{len(cases)} cases x {args.keys + 1} requests, model {Path(model_path).name}")
+    extra = json.loads(args.server_settings)
+    extras = [extra]
+    if args.baseline_settings is not None:
+        extras.append({**extra, **json.loads(args.baseline_settings)})
     with tempfile.TemporaryDirectory(prefix="quill-latency-") as tmp:
         workspace = Path(tmp)
         direct = DirectModel(model_path, 2048)
-        extra = json.loads(args.server_settings)
-        server_t, direct_t = asyncio.run(run_both(cases, workspace, args.workspace_context, direct, extra))
-    s = summarize("server", server_t)
+        server_ts, direct_t = asyncio.run(run_all(cases, workspace, args.workspace_context, direct, extras))
+    s = summarize("server", server_ts[0])
+    b = summarize("baseline", server_ts[1]) if len(server_ts) > 1 else None
     d = summarize("direct", direct_t)
     print(f"server/direct: keystroke p50 {s['keys_p50'] / d['keys_p50']:.2f}, p95 {s['keys_p95'] / d['keys_p95']:.2f}, "
           f"first request p50 {s['first_p50'] / d['first_p50']:.2f}")
+    if b is not None:
+        print(f"server/baseline: keystroke p50 {s['keys_p50'] / b['keys_p50']:.2f}, "
+              f"p95 {s['keys_p95'] / b['keys_p95']:.2f}, first request p50 {s['first_p50'] / b['first_p50']:.2f}")
     print(f"one more character after the first request: server {s['next_over_first']:.2f}x the first, "
           f"direct {d['next_over_first']:.2f}x")
     return 0

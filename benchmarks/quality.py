@@ -22,9 +22,9 @@ every request after the first in a file.  "cold" asks right after opening: the f
 request in a file, answered from a short quick prompt (see docs/latency.md).  "session-off"
 asks right after opening with the session features off (always the full prompt).
 
-Rows (``--rows``, issue 11): "today" has the validity gate, candidates and the confidence
-bar off; "gate", "candidates", "confidence" turn one on; "all" all three; "all-nobar" all
-but the bar (its per-case confidences give the sweep that chose the bar's default).
+Rows (``--rows``, issue 11): "today" has the validity gate, multi-line growth, candidates
+and the confidence bar off; "gate", "multiline", "candidates", "confidence" turn one on;
+"all" all four; "all-nobar" all but the bar (its per-case confidences give the sweep that chose the bar's default).
 ``--ablation`` adds repo_line rows with each kind of retrieved context left out.  Columns:
 shown = share of requests with a suggestion; exact|s and wrong|s = of the shown ones, the
 share exactly right and the share wrong (fim: failing its tests; repo_line: not an exact
@@ -458,12 +458,13 @@ def print_sweep(kind: str, label: str, outcomes: list[Outcome]) -> None:
 def feature_rows(min_confidence: float) -> dict[str, dict[str, Any]]:
     return {
         "default": {},
-        "today": {"validityGate": False, "candidates": 1, "minConfidence": 0.0},
-        "gate": {"validityGate": True, "candidates": 1, "minConfidence": 0.0},
-        "candidates": {"validityGate": False, "candidates": 3, "minConfidence": 0.0},
-        "confidence": {"validityGate": False, "candidates": 1, "minConfidence": min_confidence},
-        "all": {"validityGate": True, "candidates": 3, "minConfidence": min_confidence},
-        "all-nobar": {"validityGate": True, "candidates": 3, "minConfidence": 0.0},
+        "today": {"validityGate": False, "multiline": False, "candidates": 1, "minConfidence": 0.0},
+        "gate": {"validityGate": True, "multiline": False, "candidates": 1, "minConfidence": 0.0},
+        "multiline": {"validityGate": False, "multiline": True, "candidates": 1, "minConfidence": 0.0},
+        "candidates": {"validityGate": False, "multiline": False, "candidates": 3, "minConfidence": 0.0},
+        "confidence": {"validityGate": False, "multiline": False, "candidates": 1, "minConfidence": min_confidence},
+        "all": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": min_confidence},
+        "all-nobar": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": 0.0},
     }
 
 
@@ -587,8 +588,9 @@ def main() -> int:
     ap.add_argument(
         "--rows",
         default="default",
-        help="feature rows: default (the server's settings), today (gate, candidates and confidence bar off), "
-        "gate, candidates, confidence (each alone), all, all-nobar (all with no confidence bar)",
+        help="feature rows: default (the server's settings), today (gate, multi-line growth, candidates and "
+        "confidence bar off), gate, multiline, candidates, confidence (each alone), all, all-nobar (all with no "
+        "confidence bar)",
     )
     ap.add_argument("--min-confidence", type=float, default=None, help="the bar for the confidence/all rows (default: the server's)")
     ap.add_argument("--ablation", action="store_true", help="repo_line: also each kind of retrieved context left out")

@@ -57,6 +57,10 @@ class Settings:
     # adds a syntax error where it is inserted is trimmed to its longest valid prefix,
     # replaced by another candidate, or dropped (false: shown as generated).
     validity_gate: bool = True
+    # A line with nothing after the cursor may grow past itself: a line that opens a
+    # block brings its body; on a blank or just-ended line, the lines up to the code below
+    # when the model meets that code (false: such suggestions stay on one line).
+    multiline: bool = True
     # Candidates tried when the first one fails the gate or the client asks for several
     # (1: the greedy suggestion only).
     candidates: int = 3
@@ -172,6 +176,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "secretPaths": ("secret_paths", _as_str_list),
     "indexMaxFiles": ("index_max_files", _as_int(100, 10_000_000)),
     "validityGate": ("validity_gate", _as_bool),
+    "multiline": ("multiline", _as_bool),
     "candidates": ("candidates", _as_int(1, 8)),
     "minConfidence": ("min_confidence", _as_float(0.0, 1.0)),
 }

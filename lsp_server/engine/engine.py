@@ -625,7 +625,8 @@ class CompletionEngine:
             return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)
         self._starts[(req.uri, kind)] = prompt.prefix_start_line
         forced = prompt.forced_prefix
-        cond = stop_condition(mode, cur)
+        grow = settings.multiline
+        cond = stop_condition(mode, cur, grow)
         request = GenerationRequest(
             prompt=prompt.tokens,
             max_tokens=settings.max_tokens,
@@ -636,7 +637,7 @@ class CompletionEngine:
             slot=slot,
         )
         gen = backend.generate(request, cancel)
-        text = finalize(gen.text, mode, cur, forced) if gen.stop_reason != "cancelled" else ""
+        text = finalize(gen.text, mode, cur, forced, grow) if gen.stop_reason != "cancelled" else ""
         choice = _Choice(text)
         if gen.stop_reason != "cancelled":
             t3 = time.perf_counter()
@@ -714,7 +715,7 @@ class CompletionEngine:
                 logger.exception("the validity gate failed for %s; suggestion not checked", req.uri)
 
         def build(g: GenerationResult) -> Candidate:
-            cleaned = finalize(g.text, mode, cur, forced)
+            cleaned = finalize(g.text, mode, cur, forced, settings.multiline)
             return make_candidate(g, cleaned, len(forced), ctx, opts.gate and ctx is not None)
 
         first = build(gen)

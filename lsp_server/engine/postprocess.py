@@ -140,15 +140,53 @@ def _body_indent(cur: CursorText, first: str) -> int:
     return indent_of((cur.line_prefix + first).expandtabs(4)) + 1
 
 
+def _opens_lines(cur: CursorText) -> bool:
+    """Only indentation before the cursor and code after it: new lines may go above
+    that code (Enter pressed before a statement)."""
+    return not cur.line_prefix.strip() and bool(cur.line_suffix.strip())
+
+
+def _lines_above(text: str, cur: CursorText) -> str | None:
+    """Lines inserted above the code after the cursor: the generated lines before the
+    one that is that code, indented as it is (None: the model never wrote it)."""
+    lines = text.split("\n")
+    complete = lines[:-1] if not text.endswith("\n") else lines
+    rest = cur.line_suffix.strip()
+    indent = cur.line_prefix + cur.line_suffix[: len(cur.line_suffix) - len(cur.line_suffix.lstrip())]
+    for k in range(1, len(complete)):
+        line = complete[k]
+        if line.strip() == rest:
+            if line[: len(line) - len(line.lstrip())] != indent.expandtabs(4) and line[: len(line) - len(line.lstrip())] != indent:
+                return None  # it would move the code to another indentation
+            kept = [ln.rstrip() for ln in complete[:k]]
+            if not any(ln.strip() for ln in kept):
+                return None
+            return "\n".join(kept) + "\n" + cur.line_prefix
+    return None
+
+
 def _lookahead_lines(lines: list[str], plan: str) -> list[str]:
     """The lines that fill the gap: after the ended line for "newline", all for "fill"."""
     return lines[1:] if plan == "newline" else lines
 
 
-def stop_condition(mode: Mode, cur: CursorText) -> Callable[[str], bool]:
-    """A predicate on the text generated so far that says "enough"."""
+def stop_condition(mode: Mode, cur: CursorText, grow: bool = True) -> Callable[[str], bool]:
+    """A predicate on the text generated so far that says "enough".  ``grow``: a line
+    with nothing after the cursor may go past itself (``_line_plan``)."""
     if mode is Mode.LINE:
-        if not _continues(cur):
+        if grow and _opens_lines(cur):
+            rest = cur.line_suffix.strip()
+
+            def lines_above(text: str) -> bool:
+                complete = text.split("\n")[:-1]
+                if not complete:
+                    return False
+                if rest in complete[0] or len(complete) > REJOIN_LINES:
+                    return True
+                return any(line.strip() == rest for line in complete[1:])
+
+            return lines_above
+        if not (grow and _continues(cur)):
 
             def line_done(text: str) -> bool:
                 return "\n" in text
@@ -264,8 +302,9 @@ def _grow_line(text: str, cur: CursorText) -> str | None:
     return "\n".join(kept)
 
 
-def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "") -> str:
-    """Clean a raw generation into the text to insert at the cursor ("" for nothing)."""
+def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", grow: bool = True) -> str:
+    """Clean a raw generation into the text to insert at the cursor ("" for nothing);
+    ``grow`` as for :func:`stop_condition`."""
     if mode is Mode.NONE:
         return ""
     if forced_prefix:
@@ -273,10 +312,14 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "") ->
             return ""  # the model refused the healed prefix: nothing sensible to insert
         text = text[len(forced_prefix) :]
     text = text.replace("\r\n", "\n").replace("\r", "")
-    if mode is Mode.LINE and _continues(cur):
+    if mode is Mode.LINE and grow and _continues(cur):
         grown = _grow_line(text, cur)
         if grown is not None:
             return grown
+    if mode is Mode.LINE and grow and _opens_lines(cur) and cur.line_suffix.strip() not in text.split("\n", 1)[0]:
+        above = _lines_above(text, cur)
+        if above is not None:
+            return above
     if mode is Mode.LINE:
         text = text.split("\n", 1)[0]
         text = text.rstrip()

@@ -117,3 +117,30 @@ def test_a_blank_line_that_opens_a_block_keeps_its_body_only():
     c = cur('def f(n):\n    x = 1\n', "\n    return x\n")
     text = "    if n == 0:\n        return 0\n    if n == 1:\n"
     assert finalize(text, Mode.LINE, c) == "    if n == 0:\n        return 0"
+
+
+def test_multiline_off_keeps_one_line():
+    c = cur("    for n in numbers", "\n\n    return result\n")
+    text = "[:-1]:\n        result.append(n)\n\n    return result\n"
+    assert finalize(text, Mode.LINE, c, grow=False) == "[:-1]:"
+    assert stop_condition(Mode.LINE, c, grow=False)("[:-1]:\n")
+    c2 = cur("    count = 0", "\n    return count\n")
+    assert finalize("\n    x = 1\n    return count\n", Mode.LINE, c2, grow=False) == ""
+
+
+def test_lines_go_above_the_code_after_the_cursor_when_they_meet_it():
+    # Enter pressed before a statement: indentation, then the statement after the cursor.
+    c = cur("def f(n):\n    x = 1\n    ", "return x\n")
+    text = "if n:\n        x = n\n    return x\n"
+    assert finalize(text, Mode.LINE, c) == "if n:\n        x = n\n    "
+    stop = stop_condition(Mode.LINE, c)
+    assert not stop("if n:\n        x = n\n")
+    assert stop(text)
+    # At column 0 of an indented line.
+    c0 = cur("def f(n):\n    x = 1\n", "    return x\n")
+    assert finalize("    y = x\n    return x\n", Mode.LINE, c0) == "    y = x\n"
+    # Met at another indentation, or never: nothing (the code would move or be repeated).
+    assert finalize("if n:\n        x = n\n        return x\n", Mode.LINE, c) == ""
+    assert finalize("y = 2\n    z = 3\n", Mode.LINE, c) == ""
+    # Met on the same line: the part before it.
+    assert finalize("2 * x + 1\n", Mode.LINE, cur("    a = ", "x + 1\n")) == "2 * "

@@ -22,7 +22,7 @@ M.defaults = {
   --- Server settings, camelCase as in the server (model, backend, endpoint, gpuLayers,
   --- contextTokens, maxTokens, temperature, debounceMs, workspaceContext, enabled,
   --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv, secretPaths (a list of globs),
-  --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup, validityGate, candidates, minConfidence).  Unset keys keep the server's defaults.
+  --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup, validityGate, multiline, candidates, minConfidence).  Unset keys keep the server's defaults.
   settings = {},
   --- Milliseconds to wait after the last keystroke before asking for a suggestion.
   debounce_ms = 60,
@@ -56,7 +56,7 @@ local SERVER_KEYS = {
   debounceMs = "number", workspaceContext = "boolean", requestTimeoutS = "number", threads = "number",
   enabled = "boolean", cacheCompletions = "boolean", secretPaths = "table", indexMaxFiles = "number",
   latencyTargetMs = "number", kvCacheMb = "number", warmup = "boolean",
-  validityGate = "boolean", candidates = "number", minConfidence = "number",
+  validityGate = "boolean", multiline = "boolean", candidates = "number", minConfidence = "number",
 }
 M.SERVER_KEYS = SERVER_KEYS
 
