@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 _WORD_TAIL = re.compile(r"[A-Za-z0-9_]+$")
+_STRING_START = re.compile(r"[rRbBuUfF]{0,2}[\"']")
+_DECLARATION = re.compile(r"(async\s+)?(def|class|function|fn|func|interface|struct|enum|type)\s")
+_TRIPLE = re.compile(r'"""|\'\'\'')
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
 
 NEAR_LINES_BEFORE = 12
 NEAR_LINES_AFTER = 3
@@ -62,6 +66,11 @@ SNIPPET_WEIGHT = 10.0
 IMPORTS_WEIGHT = 2.5
 MAX_GLOBAL_DEFS = 3  # a name defined in more files than this is too ambiguous to show
 STICKY_BONUS = 1.0
+MAX_USAGE_LINES = 6
+MAX_USAGE_CHARS = 100
+USAGE_WEIGHT = 3.0
+HINT_WEIGHT = 20.0  # one short line, placed by the prompt builder next to the cursor
+MIN_SCORE = 1.7  # below this a chunk costs the prefix more than it brings
 
 _STOPWORDS = frozenset(
     """self cls this super None True False null nil true false and or not in is if else elif for while return
@@ -87,9 +96,10 @@ class Candidate:
 # --ablation): definitions of imported names, definitions of other names near the cursor
 # found elsewhere in the workspace, the file's own imports, the headers of the enclosing
 # scopes, definitions in this file outside the prefix window, similar snippets.
-CONTEXT_SOURCES = ("imported", "workspace", "imports", "scope", "same-file", "snippet")
+CONTEXT_SOURCES = ("imported", "workspace", "imports", "scope", "same-file", "snippet", "usage")
 _SOURCE_OF_KEY = {"outline": "imported", "imports": "imports", "imports-ext": "imports", "scope": "scope",
-                  "self": "same-file", "snippet": "snippet", "def": "imported"}
+                  "self": "same-file", "snippet": "snippet", "def": "imported", "usage": "usage",
+                  "hint": "usage"}
 
 
 def source_of(c: Candidate) -> str:
@@ -340,6 +350,7 @@ class Retriever:
         self._token_counts: OrderedDict[str, int] = OrderedDict()
         self._rendered: OrderedDict[tuple[object, ...], str] = OrderedDict()
         self._windows: dict[str, _Windows] = {}  # uri (or "self:" + uri) -> windows
+        self._usages: dict[str, tuple[Any, list[tuple[int, str, tuple[tuple[str, str], ...]]]]] = {}
         self._live: OrderedDict[str, tuple[str, tuple[Symbol, ...], tuple[Import, ...]]] = OrderedDict()
         self.stats = RetrievalStats()
         self.last_candidates: list[Candidate] = []
@@ -378,6 +389,7 @@ class Retriever:
 
     def forget(self, uri: str) -> None:
         self._sessions.pop(uri, None)
+        self._usages.pop(uri, None)
         self._trees.forget(uri)
         self._live.pop(uri, None)
 
@@ -566,8 +578,16 @@ class Retriever:
                 self._far_in_file(text, rel_self, imports, syms, window_start_line, cut, near, resolved_lines)
             )
 
-        # 4. Similar windows of recently opened/edited files.
+        # 4. Lines of this file the prompt will not show that use the workspace names it
+        # imports, most like the cursor's line first (usage examples to copy from).
         line_end = text.find("\n", offset)
+        for usage in self._usage_lines(
+            uri, text, cut, window_start_line, len(text) if line_end == -1 else line_end, bindings, imports, near,
+            language,
+        ):
+            candidates.append(replace(usage, path=rel_self))
+
+        # 5. Similar windows of recently opened/edited files.
         candidates.extend(
             self._similar_snippets(uri, text, before, window_start, len(text) if line_end == -1 else line_end)
         )
@@ -674,6 +694,132 @@ class Retriever:
             )
         return out
 
+    def _usage_lines(
+        self,
+        uri: str,
+        text: str,
+        cut: int,
+        window_start_line: int,
+        visible_end: int,
+        bindings: Sequence[Any],
+        imports: Sequence[Import],
+        near: dict[str, float],
+        language: str = "python",
+    ) -> list[Candidate]:
+        """Lines of this file outside the prompt's window (far above it, or below the
+        cursor) that use names bound to workspace definitions by the file's imports.
+
+        The code a small model copies best: how the file itself calls the names it
+        imports.  Lines are ranked by how much they look like the cursor's line (the same
+        token right before a workspace name as right before the cursor, e.g. ``raise``,
+        ``except``, ``= not``), then by the identifiers they share with the lines near
+        the cursor; the best come last, nearest the code.
+
+        When the best line has a workspace name right after the token the cursor follows,
+        that line also comes as a "hint" chunk: the prompt builder shows it as a comment
+        just above the cursor's line, where a small model does copy from (a usage example
+        a few hundred tokens up, before the prefix, it mostly ignores)."""
+        names = {b.local for b in bindings if b.kind in ("symbol", "module") and len(b.local) > 1}
+        if not names:
+            return []
+        cursor_line = text.count("\n", 0, cut)
+        first_visible = window_start_line // 16 * 16
+        import_lines = {imp.line for imp in imports}
+        comment = " #" if language == "python" else " //"
+        key = (
+            first_visible,
+            hash(text[: _line_offset(text, first_visible)]),
+            hash(text[visible_end:]),
+            frozenset(names),
+            comment,
+        )
+        cached = self._usages.get(uri)
+        if cached is None or cached[0] != key:
+            found: list[tuple[int, str, tuple[tuple[str, str], ...]]] = []
+            alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+            pattern = re.compile(r"(\S*)\s*\b(" + alternatives + r")\b")
+            lines = text.split("\n")
+            in_string = ""  # the quotes of the triple-quoted string a line starts in
+            for i, line in enumerate(lines):
+                was_in_string = in_string
+                for m in _TRIPLE.finditer(line):
+                    if not in_string:
+                        in_string = m.group()
+                    elif m.group() == in_string:
+                        in_string = ""
+                if was_in_string or first_visible <= i <= cursor_line or i in import_lines:
+                    continue
+                stripped = line.strip()
+                if (
+                    not stripped
+                    or len(stripped) > MAX_USAGE_CHARS
+                    or stripped.startswith(("#", "//", "import ", "from "))
+                    or _STRING_START.match(stripped)
+                ):
+                    continue
+                # (the token before the name, the name) for each use on the line
+                code = _STRING.sub('""', line.split(comment, 1)[0])
+                uses = tuple((m.group(1)[-12:], m.group(2)) for m in pattern.finditer(code))
+                uses = tuple(u for u in uses if not u[0].endswith("."))  # attribute of something else
+                if uses and not _DECLARATION.match(stripped):
+                    found.append((i, stripped, uses))
+            cached = self._usages[uri] = (key, found)
+            while len(self._usages) > 16:
+                del self._usages[next(iter(self._usages))]
+        found = cached[1]
+        if not found:
+            return []
+        head = text[_line_offset(text, cursor_line) : cut]
+        lead_match = re.search(r"(\S*)\s*$", head)
+        lead = lead_match.group(1)[-12:] if lead_match else ""
+        first_word = head.split()[0] if head.split() else ""
+        scored: list[tuple[float, int, str]] = []
+        seen: set[str] = set()
+        led: set[int] = set()  # lines where the cursor's token leads to a workspace name
+        for i, stripped, uses in found:
+            if stripped in seen:
+                continue
+            seen.add(stripped)
+            score = 0.0
+            if lead and any(tok == lead for tok, _ in uses):
+                score += 2.0  # the same token leads to a workspace name as at the cursor
+                led.add(i)
+            if first_word and stripped.split()[0] == first_word:
+                score += 1.0
+            idents = set(_IDENT.findall(stripped))
+            score += sum(near.get(w, 0.0) for w in idents if w not in _STOPWORDS) / (1.0 + 0.2 * len(idents))
+            score += 0.5 * max(near.get(name, 0.0) for _, name in uses)
+            score -= 0.1 * min(5.0, abs(i - cursor_line) / 100)
+            scored.append((score, i, stripped))
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        picked = scored[:MAX_USAGE_LINES]
+        if not picked or picked[0][0] <= 0:
+            return []
+        out = []
+        best_score, best_line, best_text = picked[0]
+        if best_line in led:
+            out.append(
+                Candidate(
+                    key=("hint", uri, best_line, best_text),
+                    path="",
+                    text=best_text,
+                    score=HINT_WEIGHT,
+                    kind="hint",
+                    source="usage",
+                )
+            )
+        picked.reverse()  # the best last
+        out.append(
+            Candidate(
+                key=("usage", uri, tuple(i for _, i, _ in picked)),
+                path="",
+                text="\n".join(s for _, _, s in picked),
+                score=USAGE_WEIGHT + 0.2 * best_score,
+                kind="usage",
+            )
+        )
+        return out
+
     def _similar_snippets(
         self, uri: str, text: str, before: str, window_start: int, visible_end: int
     ) -> list[Candidate]:
@@ -767,7 +913,7 @@ class Retriever:
         previous = set(session.keys)
         best: dict[tuple[object, ...], Candidate] = {}
         for c in candidates:
-            if not c.text.strip():
+            if not c.text.strip() or c.score < MIN_SCORE:
                 continue
             if c.key in previous:
                 c.score += STICKY_BONUS

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lsp_server.families.completion import ContextChunk, PromptTemplate, Segment
+from lsp_server.families.completion import ContextChunk, PromptTemplate, Segment, comment_for
 
 PREFIX_LINE_QUANTUM = 16
 # Characters per token is rarely below 1.5 for code; reading more than this many characters
@@ -115,6 +115,15 @@ class PromptBuilder:
         tpl = self.template
         tok = self.tok
         bos = tok.bos_tokens()
+        # "hint" chunks (a line of this file like the one being written) go right above the
+        # cursor's line as comments, not among the context sections.
+        hints = [c for c in chunks if c.kind == HINT_KIND]
+        chunks = [c for c in chunks if c.kind != HINT_KIND]
+        hint_at, hint_lines = -1, 0
+        if hints:
+            prefix, hint_at, hint_lines = _with_hints(prefix, hints, path)
+            if not hint_lines:
+                hints = []
 
         use_suffix = tpl.is_fim
         suffix_tokens: list[int] = []
@@ -176,6 +185,10 @@ class PromptBuilder:
         else:
             prefix_text, prefix_tokens, start_index = self._fit_prefix(prefix, line_starts, available, budget.line_quantum)
         prefix_start_line = prefix[: line_starts[start_index]].count("\n") if line_starts else 0
+        if hint_lines and line_starts and line_starts[start_index] > hint_at:
+            prefix_start_line -= hint_lines  # a line of the file's own, not of the hint
+        if hint_lines and not (line_starts and line_starts[start_index] <= hint_at):
+            hints = []  # the window starts on the cursor's line: the hint is cut off
 
         healed_tokens, forced = (prefix_tokens, "")
         if self.heal:
@@ -201,7 +214,7 @@ class PromptBuilder:
             n_context_tokens=n_ctx_tokens,
             n_prefix_tokens=len(healed_tokens),
             n_suffix_tokens=len(suffix_tokens),
-            chunks_used=used,
+            chunks_used=used + hints,
             prefix_start_line=prefix_start_line,
         )
 
@@ -252,6 +265,31 @@ class PromptBuilder:
         tokens = tok.tokenize(text)[-available:]
         text = tok.detokenize(tokens)
         return text, tokens, len(line_starts) - 1
+
+
+HINT_KIND = "hint"
+
+
+def _with_hints(prefix: str, hints: Sequence[ContextChunk], path: str) -> tuple[str, int, int]:
+    """``prefix`` with the hints' lines as comments (the file's comment syntax, the cursor
+    line's indentation) inserted above the cursor's line: (text, offset, lines inserted).
+    Nothing when the cursor's line is blank so far (a hint then says too little about
+    what comes) or the file's language is unknown."""
+    line_start = prefix.rfind("\n") + 1
+    current = prefix[line_start:]
+    if not current.strip() or not path:
+        return prefix, -1, 0
+    indent = current[: len(current) - len(current.lstrip())]
+    opening, closing = comment_for(path)
+    lines = [
+        f"{indent}{opening} {line.strip()}{' ' + closing if closing else ''}\n"
+        for hint in hints
+        for line in hint.text.split("\n")
+        if line.strip()
+    ]
+    if not lines:
+        return prefix, -1, 0
+    return prefix[:line_start] + "".join(lines) + current, line_start, len(lines)
 
 
 def _line_starts_from(text: str, start: int) -> list[int]:

@@ -62,12 +62,15 @@ def texts(chunks) -> list[tuple[str, str]]:
 def test_imported_definitions_from_other_files(context: WorkspaceContext, ws: Path) -> None:
     chunks = context.retrieve(request(ws / "app" / "main.py", MAIN, root=ws), 400, chars)
     joined = "\n".join(t for _, t in texts(chunks))
-    assert {p for p, _ in texts(chunks)} >= {"pkg/geometry.py", "pkg/shapes.py"}
+    assert {p for p, _ in texts(chunks)} >= {"pkg/geometry.py"}
     assert "def circle_area(radius: float) -> float:" in joined
     assert '"""Area of a circle of the given radius."""' in joined  # docstring first line
     assert "class Circle:" in joined and "def area(self) -> float:" in joined  # through pkg/__init__.py
     assert "MAX_RADIUS = 100" in joined
-    assert "def describe(c: Circle) -> str:" in joined
+    # Imported and never used: not worth the prefix lines it would take.
+    assert "def describe(c: Circle) -> str:" not in joined
+    used = context.retrieve(request(ws / "app" / "main.py", MAIN + "print(describe(c))\n    ", root=ws), 400, chars)
+    assert "def describe(c: Circle) -> str:" in "\n".join(t for _, t in texts(used))
     assert all(c.path.replace(os.sep, "/") != "app/main.py" for c in chunks)
     assert all(c.kind in ("definition", "import", "snippet", "scope") for c in chunks)
 
@@ -210,3 +213,47 @@ def test_edits_inside_a_body_keep_the_declarations_in_step(context: WorkspaceCon
     assert scope(grown) == "def second(b):"
     # A new declaration above is seen at once.
     assert scope(grown.replace("def second(b):", "class Box:\n  def second(b):")) == "class Box:\n  def second(b):"
+
+
+def test_usage_lines_of_imported_names_from_outside_the_window(context: WorkspaceContext, ws: Path) -> None:
+    # The file calls the workspace names it imports far above the cursor and below it: those
+    # lines come as one "usage" chunk, the ones like the cursor's line (the same token right
+    # before the name: ``raise``) last, nearest the code; docstrings, comments, strings and
+    # lines the prompt shows anyway are left out.
+    filler = "".join(f"    x{i} = {i}\n" for i in range(300))
+    text = (
+        "from pkg.geometry import Circle, circle_area\nfrom pkg.shapes import describe\n\n\n"
+        "def first(r):\n"
+        '    """circle_area in a docstring."""\n'
+        "    # circle_area in a comment\n"
+        '    print("circle_area in a string")\n'
+        "    raise describe(Circle(r))\n"
+        "    total = circle_area(r)\n"
+        "    return total\n\n\n"
+        "def second(r):\n" + filler + "    area = circle_area(2 * r)\n    raise "
+    )
+    cursor = len(text)
+    text += "\n\n\ndef third(r):\n    return describe(Circle(r + 1))\n"
+    chunks = context.retrieve(request(ws / "app" / "far.py", text, cursor, root=ws), 400, chars)
+    usage = [c for c in chunks if c.kind == "usage"]
+    assert usage, [c.kind for c in chunks]
+    lines = usage[0].text.split("\n")
+    assert usage[0].path.replace(os.sep, "/") == "app/far.py"
+    assert lines[-1] == "raise describe(Circle(r))"
+    assert "total = circle_area(r)" in lines and "return describe(Circle(r + 1))" in lines
+    assert not any("docstring" in ln or "comment" in ln or "string" in ln for ln in lines)
+    assert "area = circle_area(2 * r)" not in lines  # in the prompt's window already
+    # The best line follows the cursor's token (``raise``) into a workspace name: a hint.
+    assert [c.text for c in chunks if c.kind == "hint"] == ["raise describe(Circle(r))"]
+    # No hint when no line leads into a workspace name the way the cursor's line does.
+    at = text.index("    raise \n") + len("    ")
+    other = text[:at] + "yield " + text[at + len("raise ") :]
+    chunks = context.retrieve(request(ws / "app" / "far.py", other, at + len("yield "), root=ws), 400, chars)
+    assert [c for c in chunks if c.kind == "usage"] and not [c for c in chunks if c.kind == "hint"]
+
+
+def test_usage_lines_need_workspace_imports(context: WorkspaceContext, ws: Path) -> None:
+    filler = "".join(f"    x{i} = {i}\n" for i in range(300))
+    text = "import os\n\n\ndef f():\n    os.getcwd()\n" + filler + "    "
+    chunks = context.retrieve(request(ws / "app" / "plain.py", text, root=ws), 400, chars)
+    assert not [c for c in chunks if c.kind == "usage"]

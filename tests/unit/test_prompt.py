@@ -93,3 +93,24 @@ def test_a_one_token_prefix_is_not_healed_away_when_nothing_else_is_in_the_promp
 
     prompt = PromptBuilder(NoBos(), get_template("plain")).build("x", "", PromptBudget(total=100))
     assert prompt.tokens == [ord("x")] and prompt.forced_prefix == ""
+
+
+def test_hint_chunks_go_above_the_cursor_line_as_comments():
+    b = builder(heal=False)
+    prefix = "\n".join(f"v{i} = {i}" for i in range(40)) + "\nif ok:\n    total = "
+    hint = ContextChunk(path="app/x.py", text="total = area(r)", kind="hint")
+    other = ContextChunk(path="pkg/geo.py", text="def area(r): ...", kind="definition")
+    p = b.build(prefix, "", PromptBudget(total=400), [other, hint], path="app/x.py")
+    text = b.tok.detokenize(p.tokens[1:])
+    assert text.endswith("if ok:\n    # total = area(r)\n    total = ")
+    assert text.count("total = area(r)") == 1  # not also among the context sections
+    assert "def area(r): ..." in text
+    assert hint in p.chunks_used
+    # The prefix start is counted in the file's own lines, the hint line left out.
+    plain = b.build(prefix, "", PromptBudget(total=400), [other], path="app/x.py")
+    assert p.prefix_start_line == plain.prefix_start_line
+    # A JavaScript file gets its own comment syntax; a blank cursor line gets no hint.
+    js = b.build("if (ok) {\n  total = ", "", PromptBudget(total=400), [hint], path="x.js")
+    assert b.tok.detokenize(js.tokens[1:]).endswith("if (ok) {\n  // total = area(r)\n  total = ")
+    blank = b.build(prefix + "\n    ", "", PromptBudget(total=400), [hint], path="app/x.py")
+    assert "area" not in b.tok.detokenize(blank.tokens[1:]) and hint not in blank.chunks_used
