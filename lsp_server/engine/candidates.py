@@ -106,10 +106,12 @@ def branch_point(gen: GenerationResult, forced_len: int) -> int | None:
     return None
 
 
-def wants_more(first: Candidate, opts: ChoiceOptions) -> bool:
+def wants_more(first: Candidate, opts: ChoiceOptions, rejected: bool = False) -> bool:
+    """Whether to try other candidates.  ``rejected``: the model wrote something that
+    cleanup could not use (e.g. a line that never meets the text after the cursor)."""
     if opts.candidates <= 1:
         return False
-    if opts.items > 1:
+    if opts.items > 1 or rejected:
         return True
     # Not for a suggestion that is merely unsure (under the bar, or empty: the model ended
     # there): with a small model that is most of them, and trying others on each cost 2.2x
@@ -127,6 +129,7 @@ def choose(
     build: Callable[[GenerationResult], Candidate],
     deadline: float,
     cancel: threading.Event,
+    rejected: bool = False,
 ) -> tuple[list[Candidate], int]:
     """The candidates worth showing, best first, and how many were generated.
 
@@ -135,7 +138,7 @@ def choose(
     ``deadline`` (``time.perf_counter()``) and while ``cancel`` is clear."""
     cands = [first]
     tried = 1
-    if branch is not None and wants_more(first, opts):
+    if branch is not None and wants_more(first, opts, rejected):
         b = branch_point(first_gen, forced_len)
         if b is not None:
             chosen = first_gen.tokens[b]

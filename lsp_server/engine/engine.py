@@ -737,6 +737,7 @@ class CompletionEngine:
             build=build,
             deadline=now + max(TIME_SHARE * (now - t_start), EXPLICIT_CANDIDATES_S if opts.items > 1 else 0.0),
             cancel=cancel,
+            rejected=not text and bool(gen.text[len(forced) :].strip()),
         )
         best = ranked[0] if ranked else None
         hidden = ""

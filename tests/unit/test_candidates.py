@@ -95,6 +95,7 @@ def test_wants_more():
     assert not wants_more(cand("unsure", 0.2), opts)  # unsure alone: too costly for what it found
     assert not wants_more(cand("", 0.2, "off"), opts)  # the model ended there
     assert wants_more(cand("", 0.2, "dropped"), opts)
+    assert wants_more(cand("", 0.2, "off"), opts, rejected=True)  # written, but cleanup could not use it
     assert wants_more(cand("cut", 0.9, "trimmed"), opts)
     assert wants_more(cand("sure", 0.9), ChoiceOptions(candidates=3, items=3))
     assert not wants_more(cand("unsure", 0.1), ChoiceOptions(candidates=1))

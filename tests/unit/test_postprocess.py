@@ -72,14 +72,12 @@ def test_insert_before_a_word_needs_the_line_to_meet_it():
     assert finalize("len(x)", Mode.LINE, c) == ""  # never meets the text after the cursor
 
 
-def test_a_line_that_opens_a_block_brings_its_body():
+def test_a_line_that_opens_a_block_stays_one_line():
+    # Its body is the next suggestion (prepared in idle time once this one is shown).
     c = cur("    for n in numbers", "\n\n    return result\n")
     text = "[:-1]:\n        result.append(n)\n\n    return result\n"
-    assert finalize(text, Mode.LINE, c) == "[:-1]:\n        result.append(n)"
-    stop = stop_condition(Mode.LINE, c)
-    assert not stop("[:-1]:\n")
-    assert not stop("[:-1]:\n        result.append(n)\n")
-    assert stop("[:-1]:\n        result.append(n)\n    return result\n")
+    assert finalize(text, Mode.LINE, c) == "[:-1]:"
+    assert stop_condition(Mode.LINE, c)("[:-1]:\n")
 
 
 def test_an_ended_line_suggests_the_next_lines_up_to_the_code_below():
@@ -113,10 +111,11 @@ def test_text_after_the_cursor_keeps_one_line():
     assert finalize("a)\n    y = 2\n", Mode.LINE, c) == "a"
 
 
-def test_a_blank_line_that_opens_a_block_keeps_its_body_only():
-    c = cur('def f(n):\n    x = 1\n', "\n    return x\n")
-    text = "    if n == 0:\n        return 0\n    if n == 1:\n"
+def test_a_blank_line_fills_with_a_block_up_to_the_code_below():
+    c = cur("def f(n):\n    x = 1\n", "\n    return x\n")
+    text = "    if n == 0:\n        return 0\n    return x\n"
     assert finalize(text, Mode.LINE, c) == "    if n == 0:\n        return 0"
+    assert finalize("    if n == 0:\n        return 0\n    y = 2\n", Mode.LINE, c) == "    if n == 0:"
 
 
 def test_multiline_off_keeps_one_line():
