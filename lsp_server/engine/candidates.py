@@ -8,7 +8,8 @@ They share the evaluated prompt (the backend cuts the KV cache back to the promp
 between candidates: ``branch``), and they are tried only while the request stays within
 its time share.  The order: suggestions that pass the gate as generated, then trimmed ones;
 within each, the model's own mean log-probability.  A suggestion whose confidence (the
-geometric mean of its tokens' probabilities) is under the bar is not shown.
+geometric mean of the probabilities of the tokens the model wrote itself, past the healed
+prefix) is under the bar is not shown.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Candidate:
     min_logprob: float
     verdict: str  # "pass", "trimmed", "dropped" (gate), "off" (no gate)
     tokens: int = 0  # tokens scored (0: the backend gives no log-probabilities)
-    logprobs: tuple[float, ...] = ()  # of those tokens, in order
+    logprobs: tuple[float, ...] = ()  # of the kept tokens, in order
+    forced: int = 0  # leading kept tokens that cover the forced prefix (not scored)
 
     @property
     def known(self) -> bool:
@@ -75,6 +77,25 @@ def kept_logprobs(gen: GenerationResult, forced_len: int, kept_len: int) -> list
     return out
 
 
+def forced_tokens(gen: GenerationResult, forced_len: int) -> int:
+    """How many leading tokens start inside the forced (healed) prefix: they spell text
+    the user typed, and their unmasked probability is the model's opinion of that text,
+    not of the suggestion."""
+    n, start = 0, 0
+    for end in gen.token_ends:
+        if start >= forced_len:
+            break
+        n += 1
+        start = end
+    return n
+
+
+def own_logprobs(lps: Sequence[float], n_forced: int) -> Sequence[float]:
+    """The log-probabilities that make the confidence: those of the model's own text
+    (all of them when every kept token covers typed text)."""
+    return lps[n_forced:] or lps
+
+
 def boundaries(gen: GenerationResult, forced_len: int) -> list[int]:
     """Token ends as offsets in the suggestion (after the forced prefix)."""
     return [e - forced_len for e in gen.token_ends if e > forced_len]
@@ -93,9 +114,11 @@ def make_candidate(
         kept = validity.trim(ctx, text, boundaries(gen, forced_len))
         verdict = "pass" if kept == text else ("trimmed" if kept else "dropped")
         text = kept
-    lps = kept_logprobs(gen, forced_len, len(text)) if text else []
+    scored = kept_logprobs(gen, forced_len, len(text)) if text else []
+    n_forced = min(forced_tokens(gen, forced_len), len(scored))
+    lps = own_logprobs(scored, n_forced)
     mean = sum(lps) / len(lps) if lps else -math.inf
-    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps), tuple(lps))
+    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps), tuple(scored), n_forced)
 
 
 def branch_point(gen: GenerationResult, forced_len: int) -> int | None:

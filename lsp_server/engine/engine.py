@@ -28,8 +28,10 @@ from lsp_server.engine.candidates import (
     Candidate,
     ChoiceOptions,
     choose,
+    forced_tokens,
     kept_logprobs,
     make_candidate,
+    own_logprobs,
     rank,
 )
 from lsp_server.engine.gate import prepare_for as gate_prepare
@@ -139,6 +141,7 @@ class CompletionResult:
     candidates: int = 0
     hidden: str = ""
     token_logprobs: tuple[float, ...] = ()  # of the tokens that make the shown suggestion
+    forced_tokens: int = 0  # how many of them cover the healed prefix (not in the confidence)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -162,6 +165,7 @@ class CompletionResult:
             "candidates": self.candidates,
             "hidden": self.hidden,
             "tokenLogprobs": [round(lp, 3) for lp in self.token_logprobs],
+            "forcedTokens": self.forced_tokens,
             "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
 
@@ -179,6 +183,7 @@ class _Choice:
     hidden: str = ""
     ms: float = 0.0
     logprobs: tuple[float, ...] = ()
+    forced_tokens: int = 0
 
 
 @dataclass
@@ -661,6 +666,7 @@ class CompletionEngine:
             candidates=choice.tried,
             hidden=choice.hidden,
             token_logprobs=choice.logprobs,
+            forced_tokens=choice.forced_tokens,
             prompt_tokens=prompt.n_tokens,
             reused_tokens=gen.reused_tokens,
             context_tokens=prompt.n_context_tokens,
@@ -704,9 +710,17 @@ class CompletionEngine:
         forced = request.forced_prefix
         if not opts.gate and opts.candidates <= 1 and opts.min_confidence <= 0 and opts.items <= 1:
             # All off: the text as generated (its confidence is only reported).
-            lps = kept_logprobs(gen, len(forced), len(text)) if text else []
+            kept = kept_logprobs(gen, len(forced), len(text)) if text else []
+            n_forced = min(forced_tokens(gen, len(forced)), len(kept))
+            lps = own_logprobs(kept, n_forced)
             conf = math.exp(sum(lps) / len(lps)) if lps else None
-            return _Choice(text, confidence=conf, min_prob=math.exp(min(lps)) if lps else None, logprobs=tuple(lps))
+            return _Choice(
+                text,
+                confidence=conf,
+                min_prob=math.exp(min(lps)) if lps else None,
+                logprobs=tuple(kept),
+                forced_tokens=n_forced,
+            )
         ctx = None
         if opts.gate:
             try:
@@ -754,6 +768,7 @@ class CompletionEngine:
             tried=tried,
             hidden=hidden,
             logprobs=(best or first).logprobs,
+            forced_tokens=(best or first).forced,
         )
 
     # --------------------------------------------------------- idle-time work

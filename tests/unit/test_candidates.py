@@ -55,10 +55,16 @@ def test_confidence_is_the_geometric_mean_of_the_kept_tokens():
     assert abs(math.exp(c.min_logprob) - 0.9) < 1e-9
 
 
-def test_the_forced_prefix_counts_in_the_confidence():
-    g = gen("x", [math.log(0.5), math.log(0.5)], forced="t")
-    c = make_candidate(g, "x", 1, None, use_gate=False)
-    assert c.tokens == 2
+def test_tokens_that_spell_the_typed_text_are_not_in_the_confidence():
+    # The healed token's unmasked probability is about the user's text, not the suggestion.
+    g = gen("xy", [math.log(0.05), math.log(0.5), math.log(0.5)], forced="t")
+    c = make_candidate(g, "xy", 1, None, use_gate=False)
+    assert c.tokens == 2 and c.forced == 1
+    assert abs(c.confidence - 0.5) < 1e-9
+    assert len(c.logprobs) == 3  # all kept tokens are reported
+    # Nothing of its own past the typed text: the covering tokens are all there is.
+    g1 = gen("", [math.log(0.25)], forced="t")
+    assert abs(make_candidate(g1, "", 1, None, use_gate=False).confidence - 0.0) < 1e-9
 
 
 def test_no_logprobs_means_unknown_confidence_never_hidden():
