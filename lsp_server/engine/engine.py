@@ -164,6 +164,7 @@ class CompletionResult:
             "gate": self.gate,
             "candidates": self.candidates,
             "hidden": self.hidden,
+            "raw": self.raw if self.hidden else "",
             "tokenLogprobs": [round(lp, 3) for lp in self.token_logprobs],
             "forcedTokens": self.forced_tokens,
             "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},

@@ -30,7 +30,7 @@ def fibonacci(n: int) -> int:
     """Return the n-th Fibonacci number."""
     if n < 2:
         return n
-    return fib'''
+    return fibonacci(n - 1) + fib'''
 
 
 async def _wait_for_model(client: LanguageClient, timeout_s: float = 300.0) -> dict[str, str]:
@@ -43,6 +43,23 @@ async def _wait_for_model(client: LanguageClient, timeout_s: float = 300.0) -> d
         if state in ("ready", "error") or time.monotonic() > deadline:
             return {"state": state, "detail": str(fields.get("detail") or fields.get("error") or "")}
         await asyncio.sleep(0.05)
+
+
+async def _why_nothing(client: LanguageClient) -> None:
+    """Say why a request got no suggestion (the gate or the confidence bar hid it)."""
+    try:
+        status = await client.protocol.send_request_async("quill/status", {})
+    except Exception:  # noqa: BLE001 - only an explanation
+        return
+    fields = status if isinstance(status, dict) else status._asdict()
+    last = dict((fields.get("session") or {}).get("lastCompletion") or {})
+    if last.get("hidden") == "confidence":
+        print(
+            f"(not shown: confidence {last.get('confidence')} is under minConfidence; the model wrote {last.get('raw')!r})",
+            file=sys.stderr,
+        )
+    elif last.get("hidden") == "gate":
+        print(f"(not shown: it would add a syntax error; the model wrote {last.get('raw')!r})", file=sys.stderr)
 
 
 async def _session(path: Path, text: str, model: str | None) -> int:
@@ -90,6 +107,8 @@ async def _session(path: Path, text: str, model: str | None) -> int:
         ms = (time.perf_counter() - t0) * 1000
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
         text_out = items[0].insert_text if items else ""
+        if not items:
+            await _why_nothing(client)
         return (text_out if isinstance(text_out, str) else text_out.value), ms
 
     t0 = time.perf_counter()
