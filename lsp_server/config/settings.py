@@ -57,19 +57,19 @@ class Settings:
     # adds a syntax error where it is inserted is trimmed to its longest valid prefix,
     # replaced by another candidate, or dropped (false: shown as generated).
     validity_gate: bool = True
-    # A line with nothing after the cursor may grow past itself: a line that opens a
-    # block brings its body; on a blank or just-ended line, the lines up to the code below
-    # when the model meets that code (false: such suggestions stay on one line).
+    # A line with nothing after the cursor may grow past itself: an ended statement gets
+    # the next line; a blank or just-ended line the lines up to the code below when the
+    # model meets that code (false: such suggestions stay on one line).
     multiline: bool = True
-    # Candidates tried when the first one fails the gate or the client asks for several
-    # (1: the greedy suggestion only).
+    # Candidates tried when the first one fails the gate, when cleanup could not use what
+    # the model wrote, or when the client asks for several (1: the greedy suggestion only).
     candidates: int = 3
-    # A suggestion whose confidence (geometric mean of its tokens' probabilities) is under
-    # this is not shown (0: every suggestion is shown).  0.7 measured best on 90 dev cases
-    # (docs/suggestion-quality.md), but with the default model it hides most suggestions,
-    # right ones too (the demo's `fibonacci_recursive(n)` is at 0.64): off until a held-out
-    # set confirms a bar.
-    min_confidence: float = 0.0
+    # A suggestion whose confidence (geometric mean of the probabilities of the tokens the
+    # model wrote itself) is under this is not shown (0: every suggestion is shown).  Chosen
+    # on the dev sets (docs/suggestion-quality.md): at 0.7 the wrong shown suggestions fall
+    # to about half (FIM) and a quarter (repository lines) while at least 90% of the right
+    # ones stay; about half of all suggestions are not shown.
+    min_confidence: float = 0.7
 
     def model_settings(self) -> tuple[Any, ...]:
         """The part of the settings that needs the model to be (re)loaded when it changes."""

@@ -19,6 +19,7 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from benchmarks.harness import plain
+from lsp_server.config import Settings
 from lsp_server.engine.gate import close_text
 
 # One server per client snapshot for the whole module (a fresh process per test would
@@ -299,3 +300,34 @@ async def test_several_suggestions_when_asked_and_each_passes_the_gate(client: L
     assert last["gate"] in ("pass", "trimmed", "dropped")
     assert last["confidence"] is not None and 0.0 < last["confidence"] <= 1.0
     assert last["candidates"] >= 1
+
+
+async def test_confidence_bar_hides_what_is_under_it_and_says_why(client: LanguageClient):
+    """The same request with the bar just under and just over the confidence the server
+    reported: shown, then hidden with the reason in quill/status."""
+
+    async def ask(bar: float) -> tuple[str, dict]:
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"quill": {"minConfidence": bar}})
+        )
+        uri = open_doc(client, FIB)
+        text = await inline(client, uri, *end_of(FIB))
+        status = plain(await client.protocol.send_request_async("quill/status", {}))
+        return text, status["session"]["lastCompletion"]
+
+    try:
+        text, last = await ask(0.0)
+        assert text, "the model produced no completion"
+        conf = last["confidence"]
+        assert conf is not None and 0.0 < conf <= 1.0 and last["hidden"] == ""
+        assert last["forcedTokens"] <= len(last["tokenLogprobs"])
+        under, last_under = await ask(max(0.0, conf - 0.01))
+        assert under == text and last_under["hidden"] == ""
+        if conf < 0.99:
+            over, last_over = await ask(min(1.0, conf + 0.01))
+            assert over == "" and last_over["hidden"] == "confidence"
+            assert last_over["raw"], "the hidden generation is reported"
+    finally:
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"quill": {"minConfidence": Settings().min_confidence}})
+        )

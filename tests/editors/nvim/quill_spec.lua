@@ -128,7 +128,9 @@ local co = coroutine.create(function()
   quill.setup({ cmd = { server, "--log-level", os.getenv("QUILL_TEST_SERVER_LOG_LEVEL") or "info" }, debounce_ms = 60,
     -- One model thread: the editor and the test share 2 cores with the model, and
     -- llama.cpp's threads busy-wait on each other when a core is taken (see the README).
-    settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1") } })
+    -- No confidence bar: these steps check the client in many contexts, whatever the
+    -- small model's confidence there (the bar itself is tested in tests/lsp).
+    settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1"), minConfidence = 0 } })
   vim.cmd.edit(vim.fn.fnameescape(file))
   local sample_buf = api.nvim_get_current_buf()
   vim.bo.expandtab = false -- the <Tab> fallback then inserts a literal tab

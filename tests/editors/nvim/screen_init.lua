@@ -28,5 +28,6 @@ vim.o.statusline = "%f %= %{v:lua.require'quill'.statusline()} "
 vim.o.number = true
 quill.setup({
   cmd = { server, "--log-level", "warning" },
-  settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1") },
+  -- No confidence bar: the screen test checks how a suggestion is drawn (tests/lsp test the bar).
+  settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1"), minConfidence = 0 },
 })

@@ -183,6 +183,8 @@ async function main() {
         "extensions.ignoreRecommendations": true,
         "telemetry.telemetryLevel": "off",
         "quill.threads": threads,
+        // No confidence bar: the steps check the client in many contexts (tests/lsp test the bar).
+        "quill.minConfidence": 0,
         "quill.trace.server": process.env.QUILL_TEST_TRACE || "off",
       },
       null,
