@@ -265,14 +265,6 @@ def _grow_line(text: str, cur: CursorText) -> str | None:
         if first is None:
             return ""
         kept = body[: first + 1]
-        if first < len(complete) and complete[first].rstrip().endswith(BLOCK_OPENERS):
-            # A lone block opener is not code yet: keep the body the model already wrote
-            # for it (its complete lines indented deeper than the opener).
-            opener = indent_of(complete[first].expandtabs(4))
-            for line in complete[first + 1 :]:
-                if line.strip() and indent_of(line.expandtabs(4)) <= opener:
-                    break
-                kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
     if not kept:

@@ -115,8 +115,7 @@ def test_a_blank_line_fills_with_a_block_up_to_the_code_below():
     c = cur("def f(n):\n    x = 1\n", "\n    return x\n")
     text = "    if n == 0:\n        return 0\n    return x\n"
     assert finalize(text, Mode.LINE, c) == "    if n == 0:\n        return 0"
-    # Not meeting it: the opener with its body.
-    assert finalize("    if n == 0:\n        return 0\n    y = 2\n", Mode.LINE, c) == "    if n == 0:\n        return 0"
+    assert finalize("    if n == 0:\n        return 0\n    y = 2\n", Mode.LINE, c) == "    if n == 0:"
 
 
 def test_multiline_off_keeps_one_line():
@@ -144,13 +143,3 @@ def test_lines_go_above_the_code_after_the_cursor_when_they_meet_it():
     assert finalize("y = 2\n    z = 3\n", Mode.LINE, c) == ""
     # Met on the same line: the part before it.
     assert finalize("2 * x + 1\n", Mode.LINE, cur("    a = ", "x + 1\n")) == "2 * "
-
-
-def test_a_block_opener_that_never_meets_the_code_below_keeps_its_body():
-    c = cur('def f(s):\n    result = []\n', "\n    return result\n")
-    text = "    for ch in s:\n        result.append(ch)\n    return result[::-1]\n"
-    assert finalize(text, Mode.LINE, c) == "    for ch in s:\n        result.append(ch)"
-    # The body's last line still growing (out of tokens) is not kept.
-    assert finalize("    for ch in s:\n        result.app", Mode.LINE, c) == "    for ch in s:"
-    # A plain line stays one line.
-    assert finalize("    x = 1\n    y = 2\n    return y\n", Mode.LINE, c) == "    x = 1"
