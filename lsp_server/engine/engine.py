@@ -28,10 +28,7 @@ from lsp_server.engine.candidates import (
     Candidate,
     ChoiceOptions,
     choose,
-    forced_tokens,
-    kept_logprobs,
     make_candidate,
-    own_logprobs,
     rank,
 )
 from lsp_server.engine.gate import prepare_for as gate_prepare
@@ -711,16 +708,13 @@ class CompletionEngine:
         forced = request.forced_prefix
         if not opts.gate and opts.candidates <= 1 and opts.min_confidence <= 0 and opts.items <= 1:
             # All off: the text as generated (its confidence is only reported).
-            kept = kept_logprobs(gen, len(forced), len(text)) if text else []
-            n_forced = min(forced_tokens(gen, len(forced)), len(kept))
-            lps = own_logprobs(kept, n_forced)
-            conf = math.exp(sum(lps) / len(lps)) if lps else None
+            scored = make_candidate(gen, text, len(forced), None, use_gate=False)
             return _Choice(
                 text,
-                confidence=conf,
-                min_prob=math.exp(min(lps)) if lps else None,
-                logprobs=tuple(kept),
-                forced_tokens=n_forced,
+                confidence=scored.confidence if scored.known else None,
+                min_prob=math.exp(scored.min_logprob) if scored.known else None,
+                logprobs=scored.logprobs,
+                forced_tokens=scored.forced,
             )
         ctx = None
         if opts.gate:
