@@ -104,15 +104,12 @@ def _rejoin_base(cur: CursorText) -> int | None:
     return indent_of(cur.next_line)
 
 
-def _rejoin_index(lines: list[str], cur: CursorText, start: int = 0) -> int | None:
-    """The first complete line at or after ``start`` that is the code below the cursor."""
+def _rejoin_index(lines: list[str], cur: CursorText) -> int | None:
+    """The first of ``lines`` that is the code below the cursor."""
     nxt = cur.next_line.strip()
     if not nxt:
         return None
-    for i in range(start, len(lines)):
-        if lines[i].strip() == nxt:
-            return i
-    return None
+    return next((i for i, line in enumerate(lines) if line.strip() == nxt), None)
 
 
 def _line_plan(lines: list[str], cur: CursorText) -> str:
@@ -145,7 +142,7 @@ def _lines_above(text: str, cur: CursorText) -> str | None:
     for k in range(1, len(complete)):
         line = complete[k]
         if line.strip() == rest:
-            if line[: len(line) - len(line.lstrip())] != indent.expandtabs(4) and line[: len(line) - len(line.lstrip())] != indent:
+            if line[: len(line) - len(line.lstrip())] not in (indent, indent.expandtabs(4)):
                 return None  # it would move the code to another indentation
             kept = [ln.rstrip() for ln in complete[:k]]
             if not any(ln.strip() for ln in kept):
