@@ -285,14 +285,21 @@ async def replay(editor: Editor, cases: list[FileCase], pause_s: float) -> list[
     return samples
 
 
-async def run_quill(cases: list[FileCase], pause_s: float, settings: dict[str, Any], label: str, timeout_s: float) -> RunResult:
+async def run_quill(
+    cases: list[FileCase], pause_s: float, settings: dict[str, Any], label: str, timeout_s: float, tree: Path | None = None
+) -> RunResult:
+    """One session against ``python -m lsp_server``: this checkout's, or ``tree``'s (another
+    checkout of the project, e.g. a worktree of main, for a before/after in one run)."""
     with tempfile.TemporaryDirectory(prefix="quill-session-") as tmp:
         workspace = Path(tmp)
         for case in cases:
             (workspace / case.name).write_text(case.text, encoding="utf-8")
         client = LanguageClient("quill-session-bench", "1")
         log = Path(tempfile.gettempdir()) / f"quill-session-{label.replace(' ', '_')}.log"
-        await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "info", "--log-file", str(log))
+        where: dict[str, Any] = {}
+        if tree is not None:
+            where = {"cwd": str(tree), "env": {**os.environ, "PYTHONPATH": str(tree)}}
+        await client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "info", "--log-file", str(log), **where)
         await client.initialize_async(
             types.InitializeParams(
                 capabilities=types.ClientCapabilities(),
@@ -380,7 +387,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=4, help=f"files in the session (at most {len(FILES)})")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between open and the first request (second run)")
-    parser.add_argument("--configs", default="quill,off,llama-server", help="comma list of quill, off, llama-server")
+    parser.add_argument(
+        "--configs", default="quill,off,llama-server", help="comma list of quill, off, llama-server, baseline"
+    )
+    parser.add_argument("--quill-settings", default="{}", help="settings (JSON) for the 'quill' config")
+    parser.add_argument(
+        "--baseline-tree", type=Path, default=None,
+        help="another checkout of Quill (e.g. `git worktree add /tmp/main main`): the 'baseline' config runs its server",
+    )
     parser.add_argument("--modes", default="now,pause", help="comma list: now (ask right after open), pause")
     parser.add_argument("--llama-server", default=os.environ.get("QUILL_LLAMA_SERVER", str(LLAMA_SERVER_DEFAULT)))
     parser.add_argument("--threads", type=int, default=0, help="llama-server threads (0: what Quill chose)")
@@ -405,7 +419,13 @@ def main() -> int:
         threads = args.threads
         for config in configs:
             if config == "quill":
-                r = asyncio.run(run_quill(cases, pause, {}, "quill", args.timeout))
+                r = asyncio.run(run_quill(cases, pause, json.loads(args.quill_settings), "quill", args.timeout))
+                threads = threads or (r.threads or 1)
+            elif config == "baseline":
+                if args.baseline_tree is None:
+                    raise SystemExit("--configs baseline needs --baseline-tree")
+                r = asyncio.run(run_quill(cases, pause, {}, f"baseline ({args.baseline_tree.name})", args.timeout,
+                                          args.baseline_tree.resolve()))
                 threads = threads or (r.threads or 1)
             elif config == "off":
                 r = asyncio.run(run_quill(cases, pause, dict(OFF), "quill, features off", args.timeout))
