@@ -33,7 +33,7 @@ from lsp_server.engine.candidates import (
 )
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
-from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, stop_condition
+from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
 from lsp_server.engine.prompt import Prompt, PromptBudget, PromptBuilder
 from lsp_server.engine.session import (
     Perf,
@@ -630,6 +630,10 @@ class CompletionEngine:
         forced = prompt.forced_prefix
         grow = settings.multiline
         cond = stop_condition(mode, cur, grow)
+        if grow and mode is Mode.LINE and settings.latency_target_ms > 0:
+            # Looking ahead for the code below costs tokens; past the latency target the
+            # line alone is the answer.
+            cond = lookahead_capped(cond, cur, t0 + settings.latency_target_ms / 1000)
         request = GenerationRequest(
             prompt=prompt.tokens,
             max_tokens=settings.max_tokens,

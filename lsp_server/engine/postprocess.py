@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,11 @@ MAX_BLOCK_LINES = 12
 # Lines a suggestion may run ahead looking for the code below the cursor (then it fills
 # the gap exactly); without meeting it the suggestion is one line.
 REJOIN_LINES = 6
+# A line longer than this (counting the text before the cursor on the cursor's line) is a
+# runaway: the model repeating itself or rambling to its token limit.  None of the 40 such
+# suggestions in the dev-set runs was right, and they were the slowest of all (1.2-2.9 s),
+# so generation stops there and that line is not shown (docs/suggestion-quality.md).
+MAX_LINE_CHARS = 120
 
 
 class Mode(enum.Enum):
@@ -156,9 +162,34 @@ def _lookahead_lines(lines: list[str], plan: str) -> list[str]:
     return lines[1:] if plan == "newline" else lines
 
 
+def _runaway_at(text: str, cur: CursorText) -> int:
+    """Where the first line of ``text`` (a generation at the cursor) that runs past
+    ``MAX_LINE_CHARS`` starts, or -1."""
+    start = 0
+    width = len(cur.line_prefix.expandtabs(4))
+    while True:
+        end = text.find("\n", start)
+        line = text[start:] if end == -1 else text[start:end]
+        if width + len(line.expandtabs(4)) > MAX_LINE_CHARS:
+            return start
+        if end == -1:
+            return -1
+        start, width = end + 1, 0
+
+
 def stop_condition(mode: Mode, cur: CursorText, grow: bool = True) -> Callable[[str], bool]:
     """A predicate on the text generated so far that says "enough".  ``grow``: a line
-    with nothing after the cursor may go past itself (``_line_plan``)."""
+    with nothing after the cursor may go past itself (``_line_plan``).  A runaway line
+    (``MAX_LINE_CHARS``) is always enough."""
+    enough = _stop_condition(mode, cur, grow)
+
+    def stop(text: str) -> bool:
+        return enough(text) or _runaway_at(text, cur) != -1
+
+    return stop
+
+
+def _stop_condition(mode: Mode, cur: CursorText, grow: bool) -> Callable[[str], bool]:
     if mode is Mode.LINE:
         if grow and _opens_lines(cur):
             rest = cur.line_suffix.strip()
@@ -212,6 +243,26 @@ def stop_condition(mode: Mode, cur: CursorText, grow: bool = True) -> Callable[[
         return False
 
     return block_done
+
+
+def lookahead_capped(
+    cond: Callable[[str], bool], cur: CursorText, until: float | None, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[str], bool]:
+    """``cond`` (a :func:`stop_condition` for a line), and once ``clock()`` passes ``until``
+    also "enough" as soon as the text holds a suggestion without the lines still being
+    looked ahead: the search for the code below the cursor (up to ``REJOIN_LINES``) is
+    what it gives up, never the line itself.  ``until`` None: no cap."""
+    if until is None:
+        return cond
+
+    def stop(text: str) -> bool:
+        if cond(text):
+            return True
+        if "\n" not in text or clock() < until:
+            return False
+        return bool(finalize(text[: text.rindex("\n")], Mode.LINE, cur))
+
+    return stop
 
 
 def _strip_suffix_overlap(text: str, line_suffix: str) -> str:
@@ -281,6 +332,9 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", gr
             return ""  # the model refused the healed prefix: nothing sensible to insert
         text = text[len(forced_prefix) :]
     text = text.replace("\r\n", "\n").replace("\r", "")
+    runaway = _runaway_at(text, cur)
+    if runaway != -1:
+        text = text[:runaway]  # that line and what follows it go ("" when it is the first)
     if mode is Mode.LINE and grow and _continues(cur):
         grown = _grow_line(text, cur)
         if grown is not None:

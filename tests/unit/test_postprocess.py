@@ -1,5 +1,5 @@
 from lsp_server.context.parser import SyntaxHint
-from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, stop_condition
+from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
 
 
 def cur(prefix: str, suffix: str = "") -> CursorText:
@@ -102,6 +102,42 @@ def test_a_blank_line_fills_the_gap_when_it_meets_the_code_below():
     assert finalize("y = x + 1\n    y *= 2\n    return y\n", Mode.LINE, c) == "y = x + 1\n    y *= 2"
     assert finalize("y = x + 1\n    z = 2\n", Mode.LINE, c) == "y = x + 1"
     assert finalize("return y\n", Mode.LINE, c) == ""
+
+
+def test_past_the_time_cap_the_lookahead_gives_up_but_never_the_line():
+    c = cur("    count = 0", "\n    return count\n")
+    now = [0.0]
+    stop = lookahead_capped(stop_condition(Mode.LINE, c), c, until=1.0, clock=lambda: now[0])
+    assert not stop("\n    for ch in s:\n")  # in time: still looking for the code below
+    now[0] = 2.0
+    assert not stop("\n")  # the ended line's next line is the suggestion: not there yet
+    assert not stop("\n    for ch in s")
+    assert stop("\n    for ch in s:\n")  # it is: the lines after it are given up
+    assert finalize("\n    for ch in s:\n", Mode.LINE, c) == "\n    for ch in s:"
+    blank = cur("    x = 1\n    ", "\n    return y\n")
+    stop = lookahead_capped(stop_condition(Mode.LINE, blank), blank, until=1.0, clock=lambda: now[0])
+    assert not stop("y = x + 1")
+    assert stop("y = x + 1\n    y")
+    uncapped = stop_condition(Mode.LINE, blank)
+    assert lookahead_capped(uncapped, blank, None) is uncapped
+
+
+def test_a_runaway_line_stops_generation_and_is_not_shown():
+    c = cur("    x = foo(", "\n")
+    ramble = "a" + "_t" * 70
+    stop = stop_condition(Mode.LINE, c)
+    assert not stop("a, b")
+    assert stop(ramble)  # long before the token limit
+    assert finalize(ramble, Mode.LINE, c) == ""
+    assert finalize("a, b)", Mode.LINE, c) == "a, b)"
+    # Counted with the text before the cursor: a line of 100 after 30 columns runs away.
+    deep = cur(" " * 30 + "y = ", "\n")
+    assert finalize("z" * 90, Mode.LINE, deep) == ""
+    assert finalize("z" * 80, Mode.LINE, deep) == "z" * 80
+    # In a block, the lines before the runaway stay.
+    b = cur("def f():\n    ", "\n")
+    assert finalize("a = 1\n    b = " + "1 + " * 40 + "\n", Mode.BLOCK, b) == "a = 1"
+    assert stop_condition(Mode.BLOCK, b)("a = 1\n    b = " + "1 + " * 40)
 
 
 def test_text_after_the_cursor_keeps_one_line():
