@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -62,6 +63,8 @@ class FileCase:
     col: int
     typed: str  # what the user types after "return "
     next_typed: str  # what the user types on the new line below, on the way back
+    rest: str = ""  # the file's own text after "return " (what a right suggestion writes)
+    next_line: str = ""  # the file's own next line, stripped (typed on the way back)
 
     @property
     def indent(self) -> str:
@@ -86,7 +89,9 @@ def make_cases(n: int) -> list[FileCase]:
         col = line.index("return ") + len("return ")
         nxt = next((ln.strip() for ln in lines[best + 1 :] if ln.strip()), "pass")
         cut = lines[:best] + [line[:col]] + lines[best + 1 :]
-        cases.append(FileCase(fname, "\n".join(cut), best, col, line[col : col + TYPED], (nxt + "    ")[:TYPED]))
+        cases.append(
+            FileCase(fname, "\n".join(cut), best, col, line[col : col + TYPED], (nxt + "    ")[:TYPED], line[col:].rstrip(), nxt)
+        )
     return cases
 
 
@@ -98,6 +103,21 @@ class Sample:
     timed_out: bool = False
     evaluated: int = -1
     kind: str = ""
+    truth: str = ""  # the rest of the line in the real file at that moment
+    confidence: float | None = None  # as the server reported it (None: not known)
+
+    @property
+    def first_line(self) -> str:
+        return self.text.lstrip("\n").split("\n", 1)[0].strip()
+
+    @property
+    def exact(self) -> bool:
+        return bool(self.first_line) and self.first_line == self.truth.strip()
+
+    @property
+    def right(self) -> bool:
+        """Exact, or a correct start of the rest of the line."""
+        return bool(self.first_line) and self.truth.strip().startswith(self.first_line)
 
 
 @dataclass
@@ -193,7 +213,11 @@ class QuillEditor(Editor):
         last = (status.get("session") or {}).get("lastCompletion") or {}
         if ms >= self.timeout_s * 1000:
             timed_out = True
-        return Sample("", ms, text, timed_out, int(last.get("evaluatedTokens", -1)), str(last.get("promptKind", "")))
+        conf = last.get("confidence")
+        return Sample(
+            "", ms, text, timed_out, int(last.get("evaluatedTokens", -1)), str(last.get("promptKind", "")),
+            confidence=None if conf is None else float(conf),
+        )
 
 
 class LlamaServerEditor(Editor):
@@ -250,13 +274,14 @@ async def replay(editor: Editor, cases: list[FileCase], pause_s: float) -> list[
     samples: list[Sample] = []
     gap = 1.0 / CHARS_PER_S
 
-    async def type_on(case: FileCase, line: int, col: int, chars: str) -> None:
-        for ch in chars:
+    async def type_on(case: FileCase, line: int, col: int, chars: str, truth: str) -> None:
+        for i, ch in enumerate(chars):
             t_key = time.perf_counter()
             await editor.edit(case, line, col, ch)
             col += 1
             s = await editor.ask(case, line, col)
             s.moment = "key-cache" if s.evaluated == 0 else "key-gen"
+            s.truth = truth[i + 1 :]
             samples.append(s)
             rest = gap - (time.perf_counter() - t_key)
             if rest > 0:
@@ -268,9 +293,9 @@ async def replay(editor: Editor, cases: list[FileCase], pause_s: float) -> list[
         if pause_s:
             await asyncio.sleep(pause_s)
         s = await editor.ask(case, case.line, case.col)
-        s.moment = "open"
+        s.moment, s.truth = "open", case.rest
         samples.append(s)
-        await type_on(case, case.line, case.col, case.typed)
+        await type_on(case, case.line, case.col, case.typed, case.rest)
     for case in cases:
         # Back to the file: the editor shows the cursor where it was; the user ends the
         # line, starts a new one below and types on it.
@@ -279,9 +304,9 @@ async def replay(editor: Editor, cases: list[FileCase], pause_s: float) -> list[
         await editor.edit(case, case.line, end_col, "\n" + case.indent)
         line, col = case.line + 1, len(case.indent)
         s = await editor.ask(case, line, col)
-        s.moment = "back"
+        s.moment, s.truth = "back", case.next_line
         samples.append(s)
-        await type_on(case, line, col, case.next_typed)
+        await type_on(case, line, col, case.next_typed, case.next_line)
     return samples
 
 
@@ -380,6 +405,31 @@ def print_table(results: list[RunResult], title: str) -> None:
             print(f"{r.label}: {r.notes}")
 
 
+def print_quality(results: list[RunResult], bars: list[float]) -> None:
+    """What was shown, against the real file: exact (the first line is the rest of the
+    real line), right (a correct start of it), wrong (shown, not right); and, for each
+    bar, what a ``minConfidence`` at that value would have left of it (from the
+    confidence the server reported for each suggestion; cache hits repeat the confidence
+    of the suggestion they continue)."""
+    head = "".join(f" | at {b:g}: shown / right / wrong" for b in bars)
+    print(f"\n| config | moment | n | shown | exact | right | wrong{head} |")
+    print("|---|---|---|---|---|---|---" + "|---" * len(bars) + "|")
+    for r in results:
+        for moment, label in [("all", "all requests"), *MOMENTS]:
+            ss = [s for s in r.samples if moment == "all" or s.moment == moment]
+            if not ss:
+                continue
+            shown = [s for s in ss if s.first_line]
+            right = sum(s.right for s in shown)
+            cells = ""
+            for b in bars:
+                kept = [s for s in shown if s.confidence is None or s.confidence >= b]
+                kr = sum(s.right for s in kept)
+                cells += f" | {len(kept)} / {kr} / {len(kept) - kr}"
+            print(f"| {r.label} | {label} | {len(ss)} | {len(shown)} | {sum(s.exact for s in shown)} | {right} | "
+                  f"{len(shown) - right}{cells} |")
+
+
 def main() -> int:
     import logging
 
@@ -399,6 +449,8 @@ def main() -> int:
     parser.add_argument("--llama-server", default=os.environ.get("QUILL_LLAMA_SERVER", str(LLAMA_SERVER_DEFAULT)))
     parser.add_argument("--threads", type=int, default=0, help="llama-server threads (0: what Quill chose)")
     parser.add_argument("--timeout", type=float, default=30.0, help="request timeout, s (Quill's default)")
+    parser.add_argument("--bars", default="0.5,0.7", help="confidence bars to show the effect of (comma list)")
+    parser.add_argument("--json", type=Path, help="write every request (moment, ms, suggestion, truth, confidence) here")
     args = parser.parse_args()
 
     from lsp_server.registry import resolve_model
@@ -413,6 +465,7 @@ def main() -> int:
     if "llama-server" in configs and not have_llama_server:
         print(f"llama-server not found at {args.llama_server} (make llama-server); skipping that column")
         configs.remove("llama-server")
+    dump: dict[str, Any] = {}
     for mode in modes:
         pause = args.pause if mode == "pause" else 0.0
         results: list[RunResult] = []
@@ -436,6 +489,10 @@ def main() -> int:
             print(f"  ran {r.label} ({mode}): threads {r.threads}", flush=True)
         print_table(results, f"asked {'right after open' if not pause else f'after a {pause:g} s pause'} "
                              f"(load average now {os.getloadavg()[0]:.1f})")
+        print_quality(results, [float(b) for b in args.bars.split(",") if b.strip()])
+        dump[mode] = {r.label: [dataclasses.asdict(s) for s in r.samples] for r in results}
+    if args.json:
+        args.json.write_text(json.dumps(dump, indent=1), encoding="utf-8")
     return 0
 
 
