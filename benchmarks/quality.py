@@ -561,7 +561,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "setting": o.setting,
                             "completion": o.completion,
                             "latency_ms": o.latency_ms,
-                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens")},
+                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw")},
                             **o.score,
                         }
                         for o in all_outcomes

@@ -34,7 +34,7 @@ from lsp_server.engine.candidates import (
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
-from lsp_server.engine.prompt import Prompt, PromptBudget, PromptBuilder
+from lsp_server.engine.prompt import HINT_KIND, Prompt, PromptBudget, PromptBuilder
 from lsp_server.engine.session import (
     Perf,
     SpeedWatch,
@@ -161,7 +161,7 @@ class CompletionResult:
             "gate": self.gate,
             "candidates": self.candidates,
             "hidden": self.hidden,
-            "raw": self.raw if self.hidden else "",
+            "raw": self.raw if self.hidden or not self.text else "",  # why nothing was shown
             "tokenLogprobs": [round(lp, 3) for lp in self.token_logprobs],
             "forcedTokens": self.forced_tokens,
             "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},
@@ -566,8 +566,12 @@ class CompletionEngine:
         )
         return prompt, (t1 - t0) * 1000
 
-    def _quick_prompt(self, model: LoadedModel, req: CompletionRequest, tokens: int) -> Prompt:
-        """The cursor region alone, in about ``tokens`` tokens (no retrieved context)."""
+    def _quick_prompt(
+        self, model: LoadedModel, req: CompletionRequest, tokens: int, hints: Sequence[ContextChunk] = ()
+    ) -> Prompt:
+        """The cursor region, in about ``tokens`` tokens: no retrieved context but the
+        ``hints`` (a line of this file like the one being written, as a comment right above
+        the cursor's line: a few tokens that the model copies from)."""
         full = self._budget(model)
         total = max(16, min(full.total, tokens))
         budget = PromptBudget(
@@ -577,7 +581,7 @@ class CompletionEngine:
             slack=min(total // 2, full.total - total),
         )
         return PromptBuilder(model.backend, model.template).build(
-            req.prefix, req.suffix, budget, (), req.path, req.repo_name, keep_line=self._starts.get((req.uri, "quick"))
+            req.prefix, req.suffix, budget, hints, req.path, req.repo_name, keep_line=self._starts.get((req.uri, "quick"))
         )
 
     def _generate(
@@ -622,7 +626,8 @@ class CompletionEngine:
         prompt, context_ms = full if full is not None else self._full_prompt(model, req)
         kind, slot = "full", f"full:{req.uri}"
         if self._needs_quick(model, prompt, req.uri):
-            prompt, kind, slot = self._quick_prompt(model, req, self.affordable_tokens()), "quick", f"quick:{req.uri}"
+            hints = [c for c in prompt.chunks_used if c.kind == HINT_KIND]
+            prompt, kind, slot = self._quick_prompt(model, req, self.affordable_tokens(), hints), "quick", f"quick:{req.uri}"
         t2 = time.perf_counter()
         if not prompt.tokens:  # nothing before the cursor, and no markup: nothing to go on
             return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)
