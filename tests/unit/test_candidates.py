@@ -8,6 +8,7 @@ import time
 from lsp_server.backends import GenerationResult
 from lsp_server.config import Settings
 from lsp_server.engine.candidates import (
+    EARLY_TOKENS,
     Candidate,
     ChoiceOptions,
     branch_point,
@@ -53,6 +54,18 @@ def test_confidence_is_the_geometric_mean_of_the_kept_tokens():
     assert c.verdict == "off"
     assert abs(kept_logprobs(g, 0, 4)[-1] - math.log(0.1)) < 1e-9
     assert abs(math.exp(c.min_logprob) - 0.9) < 1e-9
+
+
+def test_one_unsure_early_token_makes_the_suggestion_unsure():
+    # A guessed name followed by text that follows from it: the mean is high, the guess not.
+    lps = [math.log(0.16)] + [math.log(0.99)] * 15
+    c = make_candidate(gen("x" * 16, lps), "x" * 16, 0, None, use_gate=False)
+    assert math.exp(c.mean_logprob) > 0.8
+    assert abs(c.confidence - 0.4) < 1e-9  # sqrt(0.16)
+    # Past the first EARLY_TOKENS only the mean counts.
+    late = [math.log(0.99)] * EARLY_TOKENS + [math.log(0.16)] + [math.log(0.99)] * 9
+    c = make_candidate(gen("x" * 16, late), "x" * 16, 0, None, use_gate=False)
+    assert abs(c.confidence - math.exp(c.mean_logprob)) < 1e-9
 
 
 def test_tokens_that_spell_the_typed_text_are_not_in_the_confidence():
