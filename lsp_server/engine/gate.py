@@ -104,15 +104,17 @@ def scan(text: str, language: str) -> Scan:
 
 def close_text(text: str, language: str) -> str:
     """``text`` made into the end of a file: the open string and brackets closed, and in
-    Python a block opened on the last line given a body."""
+    Python a block opened on the last line given a body, a decorator something to decorate."""
     s = scan(text, language)
     out = text + s.quote + "".join(_OPEN[b] for b in reversed(s.stack))
     if language == "python":
         last = out.rstrip().rsplit("\n", 1)[-1]
         code = last.split("#", 1)[0].rstrip() if "#" in last and not s.quote else last.rstrip()
+        indent = len(last) - len(last.lstrip(" \t"))
         if code.endswith(":"):
-            indent = len(last) - len(last.lstrip(" \t"))
             out = out.rstrip() + "\n" + " " * (indent + 4) + "pass"
+        elif code.lstrip().startswith("@"):
+            out = out.rstrip() + "\n" + " " * indent + "def _(): pass"
         elif code.endswith("\\"):
             out = out.rstrip()[:-1]
     return out + "\n"

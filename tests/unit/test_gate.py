@@ -72,6 +72,16 @@ def test_the_incomplete_line_the_user_is_typing_is_not_an_error():
     assert ok("def f():\n    x = foo(", "\n", "a, ")
 
 
+def test_a_decorator_waits_for_what_it_decorates():
+    # Held-out jinja2 lines `    @internalcode` (before a `def` below) were dropped.
+    cls = "class Loader:\n    def a(self):\n        pass\n\n    @"
+    assert ok(cls, "\n    def load(self):\n        pass\n", "internalcode")
+    assert ok(cls, "\n    def load(self):\n        pass\n", "property")
+    assert ok("import functools\n\n@", "\ndef f():\n    pass\n", "functools.cache")
+    assert not ok(cls, "\n    def load(self):\n        pass\n", "internalcode)")
+    assert not ok(cls, "\n    def load(self):\n        pass\n", "internal code")
+
+
 def test_an_error_before_the_cursor_is_not_the_suggestions():
     broken = "def f(:\n    pass\n\n\ndef g():\n    "
     assert ok(broken, "\n", "x = 1")
