@@ -636,8 +636,8 @@ class CompletionEngine:
         grow = settings.multiline
         cond = stop_condition(mode, cur, grow)
         if grow and mode is Mode.LINE and settings.latency_target_ms > 0:
-            # Looking ahead for the code below costs tokens; past the latency target the
-            # line alone is the answer.
+            # Looking ahead for the code below costs tokens: as long again as the line took
+            # at most, and never past the latency target.
             cond = lookahead_capped(cond, cur, t0 + settings.latency_target_ms / 1000)
         request = GenerationRequest(
             prompt=prompt.tokens,

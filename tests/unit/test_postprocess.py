@@ -1,5 +1,13 @@
 from lsp_server.context.parser import SyntaxHint
-from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
+from lsp_server.engine.postprocess import (
+    LOOKAHEAD_MIN_S,
+    CursorText,
+    Mode,
+    decide_mode,
+    finalize,
+    lookahead_capped,
+    stop_condition,
+)
 
 
 def cur(prefix: str, suffix: str = "") -> CursorText:
@@ -104,18 +112,31 @@ def test_a_blank_line_fills_the_gap_when_it_meets_the_code_below():
     assert finalize("return y\n", Mode.LINE, c) == ""
 
 
-def test_past_the_time_cap_the_lookahead_gives_up_but_never_the_line():
+def test_the_lookahead_gives_up_in_time_but_never_the_line():
     c = cur("    count = 0", "\n    return count\n")
     now = [0.0]
-    stop = lookahead_capped(stop_condition(Mode.LINE, c), c, until=1.0, clock=lambda: now[0])
-    assert not stop("\n    for ch in s:\n")  # in time: still looking for the code below
+    stop = lookahead_capped(stop_condition(Mode.LINE, c), c, until=10.0, clock=lambda: now[0], start=0.0)
     now[0] = 2.0
     assert not stop("\n")  # the ended line's next line is the suggestion: not there yet
     assert not stop("\n    for ch in s")
-    assert stop("\n    for ch in s:\n")  # it is: the lines after it are given up
-    assert finalize("\n    for ch in s:\n", Mode.LINE, c) == "\n    for ch in s:"
+    assert not stop("\n    for ch in s:\n")  # there after 2 s: the search may take 2 s more
+    now[0] = 3.9
+    assert not stop("\n    for ch in s:\n        count += 1\n")
+    now[0] = 4.0
+    assert stop("\n    for ch in s:\n        count += 1\n        x\n")
+    assert finalize("\n    for ch in s:\n        count += 1\n        x\n", Mode.LINE, c) == "\n    for ch in s:"
+    # A quick line still gets LOOKAHEAD_MIN_S of search; the meeting line ends it at once.
+    now[0] = 0.0
+    stop = lookahead_capped(stop_condition(Mode.LINE, c), c, until=10.0, clock=lambda: now[0], start=0.0)
+    now[0] = 0.05
+    assert not stop("\n    for ch in s:\n")
+    now[0] = 0.05 + LOOKAHEAD_MIN_S / 2
+    assert stop("\n    for ch in s:\n        count += 1\n    return count\n")
+    # Past the latency target: the line alone.
     blank = cur("    x = 1\n    ", "\n    return y\n")
-    stop = lookahead_capped(stop_condition(Mode.LINE, blank), blank, until=1.0, clock=lambda: now[0])
+    now[0] = 0.0
+    stop = lookahead_capped(stop_condition(Mode.LINE, blank), blank, until=1.0, clock=lambda: now[0], start=0.0)
+    now[0] = 2.0
     assert not stop("y = x + 1")
     assert stop("y = x + 1\n    y")
     uncapped = stop_condition(Mode.LINE, blank)
