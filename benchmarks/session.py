@@ -12,7 +12,10 @@ It runs twice: asking right after the open, and after a pause of ``--pause`` sec
 user reads before typing), so both the cold path and the warm-before-asked path are
 measured.  Printed per moment (open, switch back, keystroke that generates, keystroke
 served from a cache): median, p95, max, requests with no suggestion, timeouts; prompt
-tokens evaluated per request; the server's peak RSS.
+tokens evaluated per request; the server's peak RSS.  Then each suggestion against the real
+file (exact: its first line is the rest of the real line; right: a correct start of it;
+wrong: shown and not right), and what a ``minConfidence`` at each of ``--bars`` would leave
+of it (from the confidence the server reported).
 
 llama-server gets what llama.vim sends: the last 256 lines before the cursor through
 ``/completion`` with ``cache_prompt``, ``--cache-reuse 256``, 4 slots, same model and

@@ -34,9 +34,9 @@ BRANCH_EXTRA_TOKENS = 4
 # is likely whatever they were, which lifts the mean of a long wrong suggestion.  One unsure
 # early choice makes the whole suggestion unsure; its square root puts one token's
 # probability on the scale of a mean (0.3 -> 0.55).  With the bar at 0.55, measured with
-# the answers known (docs/suggestion-quality.md), 87-100% of the right suggestions and at
-# most half of the wrong ones stay, on both dev sets warm and cold and on a held-out set;
-# the mean alone at 0.7 kept 60% of the right ones on the held-out set.
+# the answers known (docs/suggestion-quality.md), 88-100% of the right suggestions and at
+# most half of the wrong ones stay in the per-case sweeps of both dev sets (warm and cold)
+# and a held-out set; the mean alone at 0.7 kept 64% of the right held-out ones.
 EARLY_TOKENS = 6
 
 
