@@ -27,8 +27,9 @@ REJOIN_LINES = 6
 # (1.0-2.7 s): generation stops at it and that line is not shown (docs/suggestion-quality.md).
 MAX_LINE_CHARS = 120
 # The search for the code below may take as long again as the suggestion's own line took,
-# and at least this long (``lookahead_capped``).  Unbounded, it doubled the p50 of the
-# fim set's requests (most holes end a line) for the one suggestion it made right.
+# and at least this long (``lookahead_capped``).  Bounded only by the latency target, the
+# defaults cost 2.32x today's p50 on the fim set (most holes end a line); with this budget
+# 1.73x, and 1 of 164 completions changed.
 LOOKAHEAD_MIN_S = 0.2
 
 
