@@ -104,6 +104,9 @@ class Session:
         options = dict(options)
         # "_env": extra environment for the server (QUILL_CONTEXT_EXCLUDE for ablations).
         extra_env = options.pop("_env", None)
+        # "_trigger": "invoked" asks as an explicit request (the user's shortcut: several
+        # suggestions to cycle through), "automatic" as the editor does while typing.
+        self.invoked = options.pop("_trigger", "automatic") == "invoked"
         self.env = dict(os.environ, **extra_env) if extra_env else None
         self.options = options
         self.client = LanguageClient("quill-quality", "0.1")
@@ -189,7 +192,11 @@ class Session:
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
                 position=types.Position(line=line, character=character),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                    if self.invoked
+                    else types.InlineCompletionTriggerKind.Automatic
+                ),
             )
         )
         ms = (time.perf_counter() - t0) * 1000
@@ -199,8 +206,10 @@ class Session:
             types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
         )
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-        out = items[0].insert_text if items else ""
-        return (out if isinstance(out, str) else out.value), ms, detail
+        texts = [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
+        if self.invoked:
+            detail["items"] = texts
+        return (texts[0] if texts else ""), ms, detail
 
     async def stop(self) -> None:
         try:
@@ -277,6 +286,8 @@ async def run_repo_line(
                         "es": edit_similarity(first.strip(), truth.strip()),
                         "hit": float(c["cross_file_name"] in completion),
                     }
+                    if "items" in detail:  # explicit request: is any of the suggestions right?
+                        score["any"] = float(any(t.split("\n", 1)[0].strip() == truth.strip() for t in detail["items"]))
                     outcomes.append(Outcome(c, setting, completion, ms, score, detail))
                     if show:
                         print(
@@ -317,6 +328,8 @@ async def run_fim(
             "es": edit_similarity(o.completion.strip(), c["ground_truth"].strip()),
             "pass": float(fim_passes(c, o.completion)),
         }
+        if "items" in o.detail:  # explicit request: is any of the suggestions right?
+            o.score["any"] = float(bool(o.score["pass"]) or any(fim_passes(c, t) for t in o.detail["items"][1:]))
     return outcomes
 
 
@@ -406,6 +419,9 @@ def summarize(kind: str, setting: str, outcomes: list[Outcome]) -> dict[str, Any
         "p99_ms": percentile(lat, 0.99),
         "mean_ms": statistics.fmean(lat) if lat else nan,
     }
+    if any("any" in o.score for o in outcomes):
+        row["any_right_n"] = sum(int(o.score.get("any", 0)) for o in outcomes)
+        row["items_mean"] = statistics.fmean(len(o.detail.get("items") or []) for o in outcomes) if n else nan
     if kind == "repo_line":
         row["cross_file_name_hit"] = statistics.fmean(o.score["hit"] for o in outcomes) if n else nan
     else:
@@ -436,6 +452,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['exact_of_shown']:7.3f} {r['wrong_of_shown']:7.3f} {r['p50_ms']:7.0f} {r['p95_ms']:7.0f} "
             f"{r['p50_ms'] / b['p50_ms']:6.2f} {r['p95_ms'] / b['p95_ms']:6.2f}"
         )
+    for r in rows:
+        if "any_right_n" in r:
+            right = r["exact_shown_n"] if r["kind"] == "repo_line" else round(r.get("pass@1", 0) * r["cases"])
+            print(
+                f"explicit requests, {r['kind']} {r['setting']}: first suggestion right {right}, any of the "
+                f"suggestions right {r['any_right_n']} of {r['cases']} ({r['items_mean']:.2f} suggestions per request)"
+            )
 
 
 def print_sweep(kind: str, label: str, outcomes: list[Outcome]) -> None:
@@ -561,7 +584,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "setting": o.setting,
                             "completion": o.completion,
                             "latency_ms": o.latency_ms,
-                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw")},
+                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw", "items")},
                             **o.score,
                         }
                         for o in all_outcomes
@@ -592,6 +615,13 @@ def main() -> int:
         "confidence bar off), gate, multiline, candidates, confidence (each alone), all, all-nobar (all with no "
         "confidence bar)",
     )
+    ap.add_argument(
+        "--trigger",
+        choices=("automatic", "invoked"),
+        default="automatic",
+        help="automatic: asked as while typing (one suggestion); invoked: asked explicitly (the shortcut), "
+        "which returns several suggestions: the first is scored, and how often any of them is right is printed",
+    )
     ap.add_argument("--min-confidence", type=float, default=None, help="the bar for the confidence/all rows (default: the server's)")
     ap.add_argument("--ablation", action="store_true", help="repo_line: also each kind of retrieved context left out")
     ap.add_argument("--ablation-row", default="today", help="the feature row the ablation runs with")
@@ -620,6 +650,8 @@ def main() -> int:
 
         args.min_confidence = Settings().min_confidence
     args.base_options = {"cacheCompletions": False, "contextTokens": args.context_tokens}
+    if args.trigger != "automatic":
+        args.base_options["_trigger"] = args.trigger
     if args.max_tokens:
         args.base_options["maxTokens"] = args.max_tokens
     if args.model:
