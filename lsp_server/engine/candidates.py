@@ -195,20 +195,11 @@ def choose(
 
 
 def rank(cands: Sequence[Candidate], min_confidence: float = 0.0) -> list[Candidate]:
-    """Suggestions that pass the gate first (as generated, then trimmed); within each,
-    the greedy one (``cands[0]``) first, then the others by mean log-probability;
-    duplicates and empty or dropped ones out; under the bar out.
-
-    The greedy one leads its tier because it followed the most likely token at every
-    step: the alternatives start from a less likely first token, and a higher mean over
-    the rest (often a shorter text) did not make them better.  Ranked by mean alone, the
-    first of several suggestions (an explicit request) was another one than the greedy
-    in 21 of 80 fim cases, and none of those passed its tests where the greedy had
-    failed, while one greedy that passed went to third place (docs/suggestion-quality.md)."""
+    """Suggestions that pass the gate first (as generated, then trimmed), then by mean
+    log-probability; duplicates and empty or dropped ones out; under the bar out."""
     seen: set[str] = set()
     out: list[Candidate] = []
-    greedy = cands[0] if cands else None
-    for c in sorted(cands, key=lambda c: (c.tier, c is not greedy, -c.mean_logprob)):
+    for c in sorted(cands, key=lambda c: (c.tier, -c.mean_logprob)):
         if not c.text.strip() or c.tier > 1 or c.text in seen:
             continue
         seen.add(c.text)

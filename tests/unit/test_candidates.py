@@ -108,16 +108,6 @@ def test_rank_validity_first_then_mean_logprob():
     assert [x.text for x in rank([b, c], min_confidence=0.5)] == ["valid and likely"]
 
 
-def test_rank_keeps_the_greedy_first_within_its_tier():
-    greedy = cand("if b == '(':", 0.5)
-    short = cand("while", 0.8)  # an alternative first token, likelier on average
-    trimmed = cand("x", 0.9, "trimmed")
-    assert [x.text for x in rank([greedy, short, trimmed])] == ["if b == '(':", "while", "x"]
-    # a greedy one that the gate trimmed goes after the alternatives that pass as written
-    cut = cand("y", 0.9, "trimmed")
-    assert [x.text for x in rank([cut, short, greedy])] == ["while", "if b == '(':", "y"]
-
-
 def test_wants_more():
     opts = ChoiceOptions(candidates=3, min_confidence=0.3)
     assert not wants_more(cand("sure", 0.9), opts)
