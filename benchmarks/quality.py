@@ -488,6 +488,8 @@ def feature_rows(min_confidence: float) -> dict[str, dict[str, Any]]:
         "confidence": {"validityGate": False, "multiline": False, "candidates": 1, "minConfidence": min_confidence},
         "all": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": min_confidence},
         "all-nobar": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": 0.0},
+        "all-unsure": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": min_confidence,
+                       "unsureAlternatives": True},
     }
 
 

@@ -71,6 +71,12 @@ class Settings:
     # (docs/suggestion-quality.md): on the dev sets, warm and cold, 93-100% of the right
     # suggestions stay and 22-56% of the wrong ones; on a held-out set 81-100% and 19-49%.
     min_confidence: float = 0.55
+    # When a suggestion is under ``min_confidence``, also try the next most likely start
+    # where the model hesitated, and show it if it is sure (engine/candidates.py).  More
+    # right suggestions, at a latency cost: on the repo-line dev set 25 -> 31 exact of 164
+    # with 50 -> 57 wrong shown; the keystroke's p50 1.4-1.6x today's against 1.1x
+    # (docs/suggestion-quality.md).  Off by default for that cost.
+    unsure_alternatives: bool = False
 
     def model_settings(self) -> tuple[Any, ...]:
         """The part of the settings that needs the model to be (re)loaded when it changes."""
@@ -180,6 +186,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "multiline": ("multiline", _as_bool),
     "candidates": ("candidates", _as_int(1, 8)),
     "minConfidence": ("min_confidence", _as_float(0.0, 1.0)),
+    "unsureAlternatives": ("unsure_alternatives", _as_bool),
 }
 
 SETTING_KEYS = tuple(_FIELDS)

@@ -29,6 +29,23 @@ from lsp_server.engine import gate as validity
 TIME_SHARE = 0.3
 # A branch may generate at most this many tokens more than the greedy one did.
 BRANCH_EXTRA_TOKENS = 4
+# An alternative shown in place of a greedy suggestion that was under the bar must reach
+# this confidence (or the bar, if higher).  The confidence leaves out the tokens that spell
+# typed text, often the very token where the alternative branched, so it does not see that
+# the model preferred another start.  Of the alternatives shown that way on the repo-line
+# dev set (warm), the exact ones had 0.67-0.94 and most of the wrong ones 0.55-0.75
+# (docs/suggestion-quality.md).
+UNSURE_ALTERNATIVE_BAR = 0.8
+# In place of an unsure greedy suggestion only the next most likely start is tried (where
+# an alternative was right on explicit requests it was that one, 9 of 9 times), and only as
+# a short text: at most this many tokens after the branch (the right ones were a name and
+# its call, 3-8 tokens); one that runs longer is not used.  It costs a short generation on
+# requests that would show nothing.
+UNSURE_ALTERNATIVE_TOKENS = 10
+# ... and only where the model hesitated: the next start is at least half as likely as the
+# chosen one (log-probability within this of it).  Tried on every unsure suggestion, the
+# alternative cost the keystroke's p50 1.63x today's (latency.py) against 1.12x without it.
+CLOSE_CALL = math.log(2)
 # The confidence also looks at the least likely of the first tokens the model wrote: those
 # decide what the suggestion is (a name, an operator), the rest mostly follows from them and
 # is likely whatever they were, which lifts the mean of a long wrong suggestion.  One unsure
@@ -76,6 +93,7 @@ class ChoiceOptions:
     candidates: int = 1  # 1: the greedy one only
     min_confidence: float = 0.0  # 0: every suggestion is shown
     items: int = 1  # suggestions the client wants
+    unsure: bool = False  # also try an alternative in place of a suggestion under the bar
 
 
 def kept_logprobs(gen: GenerationResult, forced_len: int, kept_len: int) -> list[float]:
@@ -152,9 +170,15 @@ def wants_more(first: Candidate, opts: ChoiceOptions, rejected: bool = False) ->
         return False
     if opts.items > 1 or rejected:
         return True
-    # Not for a suggestion that is merely unsure (under the bar, or empty: the model ended
-    # there): with a small model that is most of them, and trying others on each cost 2.2x
-    # the keystroke's p50 and changed no exact match on the dev set (docs/suggestion-quality.md).
+    # A suggestion under the bar would not be shown: another first token may give one that
+    # is.  Where the model hesitates between two names (``ValueError(`` / ``BadParameter(``),
+    # the right one is often the alternative, and then the rest of it follows surely
+    # (confidence 0.48 -> 0.93); on explicit requests, ranking all three by mean put an
+    # exact line first 34 times against the greedy's 28 of 164 (docs/suggestion-quality.md).
+    # Such an alternative must reach ``UNSURE_ALTERNATIVE_BAR`` (``choose``).
+    # Not when the model ended there (nothing written): nothing says another start is better.
+    if opts.unsure and first.known and first.text.strip() and 0 < opts.min_confidence and first.confidence < opts.min_confidence:
+        return True
     return first.tier > 0
 
 
@@ -177,12 +201,20 @@ def choose(
     ``deadline`` (``time.perf_counter()``) and while ``cancel`` is clear."""
     cands = [first]
     tried = 1
+    # Alternatives that would only replace an unsure greedy suggestion (nothing else asked
+    # for them) need a higher bar than the greedy one.
+    replacing = not rejected and opts.items <= 1 and first.tier == 0 and first.known
     if branch is not None and wants_more(first, opts, rejected):
         b = branch_point(first_gen, forced_len)
         if b is not None:
             chosen = first_gen.tokens[b]
             alts = [t for t, _ in first_gen.top[b] if t != chosen][: opts.candidates - 1]
             cap = len(first_gen.tokens) + BRANCH_EXTRA_TOKENS
+            if replacing:
+                # Only a close call: the next start at least half as likely as the chosen one.
+                top = dict(first_gen.top[b])
+                close = [t for t in alts[:1] if top.get(t, -math.inf) >= top.get(chosen, 0.0) - CLOSE_CALL]
+                alts, cap = close, b + 1 + UNSURE_ALTERNATIVE_TOKENS
             for alt in alts:
                 if cancel.is_set() or time.perf_counter() >= deadline:
                     break
@@ -190,7 +222,12 @@ def choose(
                 if gen is None or gen.stop_reason == "cancelled":
                     break
                 tried += 1
-                cands.append(build(gen))
+                if replacing and gen.stop_reason == "length":
+                    continue  # cut off: not a short suggestion
+                cand = build(gen)
+                if replacing and cand.known and cand.confidence < max(opts.min_confidence, UNSURE_ALTERNATIVE_BAR):
+                    continue
+                cands.append(cand)
     return rank(cands, opts.min_confidence), tried
 
 

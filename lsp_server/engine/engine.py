@@ -713,6 +713,7 @@ class CompletionEngine:
             candidates=settings.candidates,
             min_confidence=settings.min_confidence,
             items=max(1, req.max_items),
+            unsure=settings.unsure_alternatives,
         )
         forced = request.forced_prefix
         if not opts.gate and opts.candidates <= 1 and opts.min_confidence <= 0 and opts.items <= 1:

@@ -9,6 +9,7 @@ from lsp_server.backends import GenerationResult
 from lsp_server.config import Settings
 from lsp_server.engine.candidates import (
     EARLY_TOKENS,
+    UNSURE_ALTERNATIVE_TOKENS,
     Candidate,
     ChoiceOptions,
     branch_point,
@@ -111,7 +112,10 @@ def test_rank_validity_first_then_mean_logprob():
 def test_wants_more():
     opts = ChoiceOptions(candidates=3, min_confidence=0.3)
     assert not wants_more(cand("sure", 0.9), opts)
-    assert not wants_more(cand("unsure", 0.2), opts)  # unsure alone: too costly for what it found
+    assert not wants_more(cand("unsure", 0.2), opts)  # under the bar: not unless asked for
+    assert wants_more(cand("unsure", 0.2), ChoiceOptions(candidates=3, min_confidence=0.3, unsure=True))
+    assert not wants_more(cand("unsure", 0.2), ChoiceOptions(candidates=3))  # no bar: shown as it is
+    assert not wants_more(cand("sure enough", 0.31), opts)
     assert not wants_more(cand("", 0.2, "off"), opts)  # the model ended there
     assert wants_more(cand("", 0.2, "dropped"), opts)
     assert wants_more(cand("", 0.2, "off"), opts, rejected=True)  # written, but cleanup could not use it
@@ -259,3 +263,64 @@ async def test_everything_off_is_the_old_behaviour():
     assert result is not None and result.text == "= = 1"
     assert backend.branches == [] and result.candidates == 1 and result.gate == ""
     engine.shutdown()
+
+
+def test_an_unsure_greedy_suggestion_is_replaced_only_by_a_sure_alternative():
+    first_gen = gen("ValueError(", [math.log(0.4)] * 11, top=[[(ord("V"), -0.6), (ord("B"), -0.9), (ord("T"), -2.0)]])
+
+    def run(alt_p):
+        def branch(head, cap):
+            text, p = {ord("B"): ("BadParameter(", alt_p), ord("T"): ("TypeError(", alt_p - 0.05)}[head[-1]]
+            return gen(text, [math.log(p)] * len(text))
+
+        def build(g):
+            return make_candidate(g, g.text, 0, None, False)
+
+        ranked, tried = choose(first_gen, build(first_gen), ChoiceOptions(candidates=3, min_confidence=0.55, unsure=True),
+                               forced_len=0, branch=branch, build=build,
+                               deadline=time.perf_counter() + 10, cancel=threading.Event())
+        return [c.text for c in ranked], tried
+
+    # The next most likely start only; the greedy one (0.4) stays hidden.
+    assert run(0.95) == (["BadParameter("], 2)
+    assert run(0.75) == ([], 2)  # over the bar, but not sure enough to stand in for the greedy one
+    # A short text only: the cap is passed on, and one cut off by it is not used.
+    caps = []
+
+    def long_branch(head, cap):
+        caps.append(cap)
+        g = gen("BadParameter", [math.log(0.95)] * 12)
+        g.stop_reason = "length"
+        return g
+
+    ranked, tried = choose(first_gen, make_candidate(first_gen, first_gen.text, 0, None, False),
+                           ChoiceOptions(candidates=3, min_confidence=0.55, unsure=True), forced_len=0, branch=long_branch,
+                           build=lambda g: make_candidate(g, g.text, 0, None, False),
+                           deadline=time.perf_counter() + 10, cancel=threading.Event())
+    assert ranked == [] and tried == 2 and caps == [1 + UNSURE_ALTERNATIVE_TOKENS]
+    # Asked for several (explicit request): the bar alone.
+    def branch(head, cap):
+        return gen("TypeError(", [math.log(0.7)] * 10)
+
+    def build(g):
+        return make_candidate(g, g.text, 0, None, False)
+
+    ranked, _ = choose(first_gen, build(first_gen), ChoiceOptions(candidates=2, min_confidence=0.55, items=3),
+                       forced_len=0, branch=branch, build=build,
+                       deadline=time.perf_counter() + 10, cancel=threading.Event())
+    assert [c.text for c in ranked] == ["TypeError("]
+
+
+def test_an_unsure_suggestion_without_a_close_second_start_gets_no_alternative():
+    first_gen = gen("ValueError(", [math.log(0.4)] * 11, top=[[(ord("V"), -0.1), (ord("B"), -2.5)]])
+    calls = []
+
+    def branch(head, cap):
+        calls.append(head)
+        return gen("BadParameter(", [math.log(0.95)] * 13)
+
+    ranked, tried = choose(first_gen, make_candidate(first_gen, first_gen.text, 0, None, False),
+                           ChoiceOptions(candidates=3, min_confidence=0.55, unsure=True), forced_len=0, branch=branch,
+                           build=lambda g: make_candidate(g, g.text, 0, None, False),
+                           deadline=time.perf_counter() + 10, cancel=threading.Event())
+    assert ranked == [] and tried == 1 and not calls
