@@ -73,9 +73,10 @@ class Settings:
     min_confidence: float = 0.55
     # When a suggestion is under ``min_confidence``, also try the next most likely start
     # where the model hesitated, and show it if it is sure (engine/candidates.py).  More
-    # right suggestions, at a latency cost: on the repo-line dev set 25 -> 31 exact of 164
-    # with 50 -> 57 wrong shown; the keystroke's p50 1.4-1.6x today's against 1.1x
-    # (docs/suggestion-quality.md).  Off by default for that cost.
+    # right suggestions, at a latency cost: on the repo-line dev set 25 -> 27 exact of 164
+    # with 50 -> 53 wrong shown, p50 1.14x; the keystroke's p50 (latency.py) 1.41x
+    # today's against 1.12x without it (docs/suggestion-quality.md).  Off by default for
+    # that cost.
     unsure_alternatives: bool = False
 
     def model_settings(self) -> tuple[Any, ...]:
