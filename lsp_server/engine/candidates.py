@@ -177,10 +177,24 @@ def wants_more(first: Candidate, opts: ChoiceOptions, rejected: bool = False) ->
     # (confidence 0.48 -> 0.93); on explicit requests, ranking all three by mean put an
     # exact line first 34 times against the greedy's 28 of 164 (docs/suggestion-quality.md).
     # Such an alternative must reach ``UNSURE_ALTERNATIVE_BAR`` (``choose``).
-    # Not when the model ended there (nothing written): nothing says another start is better.
-    if opts.unsure and first.known and first.text.strip() and 0 < opts.min_confidence and first.confidence < opts.min_confidence:
-        return True
-    return first.tier > 0
+    return replaces_unsure(first, opts) or first.tier > 0
+
+
+def replaces_unsure(first: Candidate, opts: ChoiceOptions, rejected: bool = False) -> bool:
+    """Whether alternatives are wanted only to stand in for ``first``, a suggestion that
+    passed the gate but is under the bar (``unsureAlternatives``; nothing else asked for
+    them).  Not when the model ended there (nothing written): nothing says another start
+    is better."""
+    return (
+        opts.unsure
+        and not rejected
+        and opts.items <= 1
+        and first.tier == 0
+        and first.known
+        and bool(first.text.strip())
+        and 0 < opts.min_confidence
+        and first.confidence < opts.min_confidence
+    )
 
 
 def choose(
@@ -202,9 +216,9 @@ def choose(
     ``deadline`` (``time.perf_counter()``) and while ``cancel`` is clear."""
     cands = [first]
     tried = 1
-    # Alternatives that would only replace an unsure greedy suggestion (nothing else asked
-    # for them) need a higher bar than the greedy one.
-    replacing = not rejected and opts.items <= 1 and first.tier == 0 and first.known
+    # Alternatives that would only stand in for an unsure greedy suggestion: one close
+    # call, short, and a higher bar than the greedy one's.
+    replacing = replaces_unsure(first, opts, rejected)
     if branch is not None and wants_more(first, opts, rejected):
         b = branch_point(first_gen, forced_len)
         if b is not None:
