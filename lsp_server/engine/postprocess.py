@@ -312,6 +312,47 @@ def _meet_line_suffix(text: str, line_suffix: str) -> str:
     return head if head.strip() else ""
 
 
+# Words with which the rest of a line goes on with an expression written before it:
+# ``return <expr>|if text else None``, ``[<expr>|for x in xs]``, ``if <expr>|and ready``.
+_CONTINUATION_WORDS = frozenset({"if", "else", "for", "and", "or", "in", "not", "is"})
+_LEADING_WORD = re.compile(r"[A-Za-z_]\w*")
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _balanced(text: str) -> bool:
+    """Brackets all closed in order, strings ignored (a rough scan of one line)."""
+    stack: list[str] = []
+    quote = ""
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote and text[i - 1] != "\\":
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            stack.append(ch)
+        elif ch in _PAIRS:
+            if not stack or stack.pop() != _PAIRS[ch]:
+                return False
+    return not stack and not quote
+
+
+def _continued_by(text: str, line_suffix: str) -> str:
+    """A whole expression the model wrote where the rest of the line goes on with a word
+    that continues one (``if``, ``for``, ``and`` ...): the expression and a space before
+    that word; "" otherwise.  The model, which never sees the rest of the line, ends its
+    line where the rest begins: ``return |if text else None`` -> ``hashlib.md5(...).hexdigest()``."""
+    word = _LEADING_WORD.match(line_suffix)
+    head = text.rstrip()
+    if not word or word.group() not in _CONTINUATION_WORDS or not head.strip():
+        return ""
+    if re.search(rf"\b{word.group()}\b", head):
+        return ""  # the model wrote that part itself: the two would not fit together
+    if not (head[-1].isalnum() or head[-1] in "_)]}'\"") or not _balanced(head):
+        return ""  # an unfinished expression
+    return head + " "
+
+
 def _grow_line(text: str, cur: CursorText) -> str | None:
     """A one-line suggestion that goes past its line (see ``_line_plan``); None when it
     is just one line (the caller cleans it as such)."""
@@ -365,8 +406,9 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", gr
         text = text.rstrip()
         if _WORD.match(cur.line_suffix[:1]):
             # Inserted before a word: only a line that ends in what follows the cursor says
-            # where the insertion ends (a model without the suffix writes the whole line).
-            return _meet_line_suffix(text, cur.line_suffix)
+            # where the insertion ends (a model without the suffix writes the whole line),
+            # or a whole expression that the rest of the line continues (`` if ...``).
+            return _meet_line_suffix(text, cur.line_suffix) or _continued_by(text, cur.line_suffix)
         text = _strip_suffix_overlap(text, cur.line_suffix)
     else:
         lines = text.split("\n")
