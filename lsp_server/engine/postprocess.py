@@ -320,7 +320,7 @@ _PAIRS = {")": "(", "]": "[", "}": "{"}
 
 
 def _balanced(text: str) -> bool:
-    """Brackets all closed in order, strings ignored (a rough scan of one line)."""
+    """Brackets all closed in order, the text of strings skipped (a rough scan of one line)."""
     stack: list[str] = []
     quote = ""
     for i, ch in enumerate(text):
@@ -337,19 +337,23 @@ def _balanced(text: str) -> bool:
     return not stack and not quote
 
 
-def _continued_by(text: str, line_suffix: str) -> str:
+def _continued_by(text: str, cur: CursorText) -> str:
     """A whole expression the model wrote where the rest of the line goes on with a word
     that continues one (``if``, ``for``, ``and`` ...): the expression and a space before
     that word; "" otherwise.  The model, which never sees the rest of the line, ends its
-    line where the rest begins: ``return |if text else None`` -> ``hashlib.md5(...).hexdigest()``."""
-    word = _LEADING_WORD.match(line_suffix)
+    line where the rest begins: ``return |if text else None`` -> ``hashlib.md5(...).hexdigest()``.
+    The line it makes must close its brackets: ``return |for i in xs]`` needs the ``[``
+    the model did not write, so ``n * 2`` is no answer there."""
+    word = _LEADING_WORD.match(cur.line_suffix)
     head = text.rstrip()
     if not word or word.group() not in _CONTINUATION_WORDS or not head.strip():
         return ""
     if re.search(rf"\b{word.group()}\b", head):
         return ""  # the model wrote that part itself: the two would not fit together
-    if not (head[-1].isalnum() or head[-1] in "_)]}'\"") or not _balanced(head):
+    if not (head[-1].isalnum() or head[-1] in "_)]}'\""):
         return ""  # an unfinished expression
+    if not _balanced(cur.line_prefix + head + " " + cur.line_suffix.rstrip()):
+        return ""  # a bracket left open, or one the rest of the line closes and nobody opened
     return head + " "
 
 
@@ -408,7 +412,7 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", gr
             # Inserted before a word: only a line that ends in what follows the cursor says
             # where the insertion ends (a model without the suffix writes the whole line),
             # or a whole expression that the rest of the line continues (`` if ...``).
-            return _meet_line_suffix(text, cur.line_suffix) or _continued_by(text, cur.line_suffix)
+            return _meet_line_suffix(text, cur.line_suffix) or _continued_by(text, cur)
         text = _strip_suffix_overlap(text, cur.line_suffix)
     else:
         lines = text.split("\n")
