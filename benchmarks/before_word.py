@@ -98,7 +98,8 @@ def _valid(case: dict[str, Any], completion: str) -> bool:
 
 async def run(cases: list[dict[str, Any]], tree: str, threads: int) -> dict[str, Any]:
     env = {"PYTHONPATH": tree + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    options: dict[str, Any] = {"threads": threads, "contextTokens": 512, "cacheCompletions": False, "_env": env}
+    options: dict[str, Any] = {"threads": threads, "contextTokens": 512, "cacheCompletions": False}
+    options.update(_env=env, _cwd=tree)
     shown = exact = valid = 0
     ms_all: list[float] = []
     examples: list[str] = []

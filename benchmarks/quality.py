@@ -104,6 +104,9 @@ class Session:
         options = dict(options)
         # "_env": extra environment for the server (QUILL_CONTEXT_EXCLUDE for ablations).
         extra_env = options.pop("_env", None)
+        # "_cwd": where the server starts; ``python -m lsp_server`` imports the checkout found
+        # there first (another tree's: give its path here and in PYTHONPATH).
+        self.cwd = options.pop("_cwd", None)
         # "_trigger": "invoked" asks as an explicit request (the user's shortcut: several
         # suggestions to cycle through), "automatic" as the editor does while typing.
         self.invoked = options.pop("_trigger", "automatic") == "invoked"
@@ -132,6 +135,8 @@ class Session:
 
     async def start(self) -> None:
         kwargs: dict[str, Any] = {"env": self.env} if self.env else {}
+        if self.cwd:
+            kwargs["cwd"] = self.cwd
         await self.client.start_io(sys.executable, "-m", "lsp_server", "--log-level", "warning", **kwargs)
         await self.client.initialize_async(
             types.InitializeParams(
