@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import json
 import os
 import random
 import sys
@@ -103,6 +104,7 @@ async def run(cases: list[dict[str, Any]], tree: str, threads: int) -> dict[str,
     shown = exact = valid = 0
     ms_all: list[float] = []
     examples: list[str] = []
+    outcomes: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="quill-ws-bw-") as tmp:
         root = Path(tmp) / "code"
         root.mkdir()
@@ -113,8 +115,9 @@ async def run(cases: list[dict[str, Any]], tree: str, threads: int) -> dict[str,
                 path = root / f"case_{i}.py"
                 text = c["prefix"] + c["suffix"]
                 path.write_text(text)
-                got, ms, _detail = await session.complete(path, text, c["line"], c["character"], "warm")
+                got, ms, detail = await session.complete(path, text, c["line"], c["character"], "warm")
                 ms_all.append(ms)
+                outcomes.append({"id": c["id"], "truth": c["truth"], "got": got, "confidence": detail.get("confidence")})
                 if got.strip():
                     shown += 1
                     exact += got.strip() == c["truth"].strip()
@@ -133,6 +136,7 @@ async def run(cases: list[dict[str, Any]], tree: str, threads: int) -> dict[str,
         "p50": percentile(ms_all, 0.5),
         "p95": percentile(ms_all, 0.95),
         "examples": examples,
+        "outcomes": outcomes,
     }
 
 
@@ -143,6 +147,7 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline-tree", help="another checkout of this project, run on the same cases")
+    ap.add_argument("--json", help="write the rows and each case's suggestion and confidence to this file")
     args = ap.parse_args()
     cases = collect(Path(args.src), args.per_package, args.seed)
     words: dict[str, int] = {}
@@ -158,6 +163,8 @@ async def main() -> None:
             f"{r['p50']:7.0f} {r['p95']:7.0f}"
         )
         print("\n".join(r["examples"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
