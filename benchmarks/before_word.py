@@ -25,14 +25,13 @@ import json
 import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import percentile  # noqa: E402
-from benchmarks.quality import Session  # noqa: E402
+from benchmarks.quality import scratch_session  # noqa: E402
 
 WORD_OF = {ast.In: "in", ast.NotIn: "not", ast.Is: "is", ast.IsNot: "is", ast.And: "and", ast.Or: "or"}
 
@@ -46,7 +45,8 @@ def _cases_in(path: Path, root: Path) -> list[dict[str, Any]]:
     lines = text.split("\n")
     found: list[dict[str, Any]] = []
     for node in ast.walk(tree):
-        part, word = None, ""
+        part: ast.expr | None = None
+        word = ""
         if isinstance(node, ast.IfExp):
             part, word = node.body, "if"
         elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
@@ -55,7 +55,9 @@ def _cases_in(path: Path, root: Path) -> list[dict[str, Any]]:
             part, word = node.values[0], WORD_OF[type(node.op)]
         elif isinstance(node, ast.Compare) and type(node.ops[0]) in WORD_OF:
             part, word = node.left, WORD_OF[type(node.ops[0])]
-        if part is None or part.lineno != part.end_lineno or node.lineno != node.end_lineno:
+        if part is None or not isinstance(node, ast.expr) or node.lineno != node.end_lineno:
+            continue
+        if part.lineno != part.end_lineno:
             continue
         line = lines[part.lineno - 1]
         start, end = part.col_offset, part.end_col_offset or 0
@@ -105,27 +107,20 @@ async def run(cases: list[dict[str, Any]], tree: str, threads: int) -> dict[str,
     ms_all: list[float] = []
     examples: list[str] = []
     outcomes: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="quill-ws-bw-") as tmp:
-        root = Path(tmp) / "code"
-        root.mkdir()
-        session = Session(root, options)
-        await session.start()
-        try:
-            for i, c in enumerate(cases):
-                path = root / f"case_{i}.py"
-                text = c["prefix"] + c["suffix"]
-                path.write_text(text)
-                got, ms, detail = await session.complete(path, text, c["line"], c["character"], "warm")
-                ms_all.append(ms)
-                outcomes.append({"id": c["id"], "truth": c["truth"], "got": got, "confidence": detail.get("confidence")})
-                if got.strip():
-                    shown += 1
-                    exact += got.strip() == c["truth"].strip()
-                    valid += _valid(c, got)
-                    if len(examples) < 8:
-                        examples.append(f"    {c['id']}: {got!r} (truth {c['truth']!r}, then {c['word']!r})")
-        finally:
-            await session.stop()
+    async with scratch_session("code", options) as (session, root):
+        for i, c in enumerate(cases):
+            path = root / f"case_{i}.py"
+            text = c["prefix"] + c["suffix"]
+            path.write_text(text)
+            got, ms, detail = await session.complete(path, text, c["line"], c["character"], "warm")
+            ms_all.append(ms)
+            outcomes.append({"id": c["id"], "truth": c["truth"], "got": got, "confidence": detail.get("confidence")})
+            if got.strip():
+                shown += 1
+                exact += got.strip() == c["truth"].strip()
+                valid += _valid(c, got)
+                if len(examples) < 8:
+                    examples.append(f"    {c['id']}: {got!r} (truth {c['truth']!r}, then {c['word']!r})")
     return {
         "tree": tree,
         "cases": len(cases),

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,28 +306,35 @@ async def run_repo_line(
     return outcomes
 
 
-async def run_fim(
-    cases: list[dict[str, Any]], setting: str, options: dict[str, Any], show: bool, moment: str = "warm"
-) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    with tempfile.TemporaryDirectory(prefix="quill-ws-fim-") as tmp:
-        root = Path(tmp) / "humaneval"
+@contextlib.asynccontextmanager
+async def scratch_session(name: str, options: dict[str, Any]) -> AsyncIterator[tuple[Session, Path]]:
+    """A real server on an empty temporary workspace folder ``name``, stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"quill-ws-{name}-") as tmp:
+        root = Path(tmp) / name
         root.mkdir()
         session = Session(root, options)
         await session.start()
         try:
-            for c in cases:
-                name = "case_" + c["id"].replace("/", "_").replace("-", "_") + ".py"
-                path = root / name
-                text = c["prefix"] + c["suffix"]
-                line = c["prefix"].count("\n")
-                character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
-                completion, ms, detail = await session.complete(path, text, line, character, moment)
-                outcomes.append(Outcome(c, setting, completion, ms, detail=detail))
-                if show:
-                    print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
+            yield session, root
         finally:
             await session.stop()
+
+
+async def run_fim(
+    cases: list[dict[str, Any]], setting: str, options: dict[str, Any], show: bool, moment: str = "warm"
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    async with scratch_session("humaneval", options) as (session, root):
+        for c in cases:
+            name = "case_" + c["id"].replace("/", "_").replace("-", "_") + ".py"
+            path = root / name
+            text = c["prefix"] + c["suffix"]
+            line = c["prefix"].count("\n")
+            character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
+            completion, ms, detail = await session.complete(path, text, line, character, moment)
+            outcomes.append(Outcome(c, setting, completion, ms, detail=detail))
+            if show:
+                print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
     for o in outcomes:
         c = o.case
         o.score = {
