@@ -352,6 +352,8 @@ def _continued_by(text: str, cur: CursorText) -> str:
         return ""  # the model wrote that part itself: the two would not fit together
     if not (head[-1].isalnum() or head[-1] in "_)]}'\""):
         return ""  # an unfinished expression
+    if "#" in head:
+        return ""  # a comment would swallow the rest of the line, and still parse
     if not _balanced(cur.line_prefix + head + " " + cur.line_suffix.rstrip()):
         return ""  # a bracket left open, or one the rest of the line closes and nobody opened
     return head + " "

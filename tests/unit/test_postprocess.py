@@ -90,6 +90,8 @@ def test_an_expression_before_a_word_that_continues_it_is_kept_whole():
     assert finalize("a +", Mode.LINE, c) == ""  # unfinished: an operator
     assert finalize("'a(' ", Mode.LINE, c) == "'a(' "  # brackets inside strings do not count
     assert finalize("value", Mode.LINE, cur("    ok = ", "and ready\n")) == "value "
+    assert finalize("value  # the default", Mode.LINE, cur("    ok = ", "and ready\n")) == ""  # comments the rest out
+    assert finalize("n // 2", Mode.LINE, cur("    half = ", "if n else 0\n")) == "n // 2 "  # floor division
     # The rest of the line closes a bracket that only the right expression opens.
     assert finalize("n * (n + 1) // 2", Mode.LINE, cur("    return ", "for i in range(n)]\n")) == ""
     assert finalize("[n + 2 * i", Mode.LINE, cur("    return ", "for i in range(n)]\n")) == "[n + 2 * i "
