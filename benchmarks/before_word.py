@@ -141,6 +141,7 @@ async def main() -> None:
     ap.add_argument("--per-package", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tree", help="the checkout whose server answers (default: this one)")
     ap.add_argument("--baseline-tree", help="another checkout of this project, run on the same cases")
     ap.add_argument("--json", help="write the rows and each case's suggestion and confidence to this file")
     args = ap.parse_args()
@@ -149,7 +150,7 @@ async def main() -> None:
     for c in cases:
         words[c["word"]] = words.get(c["word"], 0) + 1
     print(f"{len(cases)} cases from {args.src}: " + ", ".join(f"{w} {n}" for w, n in sorted(words.items())))
-    trees = [str(Path(__file__).resolve().parents[1])] + ([args.baseline_tree] if args.baseline_tree else [])
+    trees = [args.tree or str(Path(__file__).resolve().parents[1])] + ([args.baseline_tree] if args.baseline_tree else [])
     rows = [await run(cases, tree, args.threads) for tree in trees]
     print(f"{'tree':40} {'cases':>5} {'shown':>5} {'exact':>5} {'valid':>5} {'wrong':>5} {'p50 ms':>7} {'p95 ms':>7}")
     for r in rows:
