@@ -735,7 +735,8 @@ class CompletionEngine:
 
         def build(g: GenerationResult) -> Candidate:
             cleaned = finalize(g.text, mode, cur, forced, settings.multiline)
-            return make_candidate(g, cleaned, len(forced), ctx, opts.gate and ctx is not None)
+            guess = bool(cleaned) and not finalize(g.text, mode, cur, forced, settings.multiline, continuation=False)
+            return make_candidate(g, cleaned, len(forced), ctx, opts.gate and ctx is not None, guess)
 
         first = build(gen)
         branch_fn = getattr(model.backend, "branch", None)

@@ -386,9 +386,13 @@ def _grow_line(text: str, cur: CursorText) -> str | None:
     return "\n".join(kept)
 
 
-def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", grow: bool = True) -> str:
+def finalize(
+    text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", grow: bool = True, continuation: bool = True
+) -> str:
     """Clean a raw generation into the text to insert at the cursor ("" for nothing);
-    ``grow`` as for :func:`stop_condition`."""
+    ``grow`` as for :func:`stop_condition`; ``continuation``: before a word that continues
+    an expression, the model's whole expression when its line does not meet the rest
+    (``_continued_by``: a guess of where it ends, which the candidates rank last)."""
     if mode is Mode.NONE:
         return ""
     if forced_prefix:
@@ -414,7 +418,8 @@ def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", gr
             # Inserted before a word: only a line that ends in what follows the cursor says
             # where the insertion ends (a model without the suffix writes the whole line),
             # or a whole expression that the rest of the line continues (`` if ...``).
-            return _meet_line_suffix(text, cur.line_suffix) or _continued_by(text, cur)
+            met = _meet_line_suffix(text, cur.line_suffix)
+            return met or (_continued_by(text, cur) if continuation else "")
         text = _strip_suffix_overlap(text, cur.line_suffix)
     else:
         lines = text.split("\n")
