@@ -67,10 +67,6 @@ class Candidate:
     tokens: int = 0  # tokens scored (0: the backend gives no log-probabilities)
     logprobs: tuple[float, ...] = ()  # of the kept tokens, in order
     forced: int = 0  # leading kept tokens that cover the forced prefix (not scored)
-    # Where it ends is a guess: an expression before a word that continues it, whose line
-    # did not meet the rest (``postprocess._continued_by``).  Ranked after every suggestion
-    # that did, and not trimmed (a shorter guess would run into that word).
-    guess: bool = False
 
     @property
     def known(self) -> bool:
@@ -146,21 +142,18 @@ def make_candidate(
     forced_len: int,
     ctx: validity.GateContext | None,
     use_gate: bool,
-    guess: bool = False,
 ) -> Candidate:
     """Gate ``text`` (the cleaned generation) and score what is left."""
     verdict = "off"
     if use_gate and text:
         kept = validity.trim(ctx, text, boundaries(gen, forced_len))
         verdict = "pass" if kept == text else ("trimmed" if kept else "dropped")
-        if guess and verdict == "trimmed":
-            kept, verdict = "", "dropped"
         text = kept
     scored = kept_logprobs(gen, forced_len, len(text)) if text else []
     n_forced = min(forced_tokens(gen, forced_len), len(scored))
     lps = own_logprobs(scored, n_forced)
     mean = sum(lps) / len(lps) if lps else -math.inf
-    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps), tuple(scored), n_forced, guess)
+    return Candidate(text, mean, min(lps) if lps else -math.inf, verdict, len(lps), tuple(scored), n_forced)
 
 
 def branch_point(gen: GenerationResult, forced_len: int) -> int | None:
@@ -176,7 +169,7 @@ def wants_more(first: Candidate, opts: ChoiceOptions, rejected: bool = False) ->
     cleanup could not use (e.g. a line that never meets the text after the cursor)."""
     if opts.candidates <= 1:
         return False
-    if opts.items > 1 or rejected or first.guess:
+    if opts.items > 1 or rejected:
         return True
     # A suggestion under the bar would not be shown: another first token may give one that
     # is.  Where the model hesitates between two names (``ValueError(`` / ``BadParameter(``),
@@ -255,11 +248,10 @@ def choose(
 
 def rank(cands: Sequence[Candidate], min_confidence: float = 0.0) -> list[Candidate]:
     """Suggestions that pass the gate first (as generated, then trimmed), then by mean
-    log-probability, guesses of where the text ends last; duplicates and empty or dropped
-    ones out; under the bar out."""
+    log-probability; duplicates and empty or dropped ones out; under the bar out."""
     seen: set[str] = set()
     out: list[Candidate] = []
-    for c in sorted(cands, key=lambda c: (c.guess, c.tier, -c.mean_logprob)):
+    for c in sorted(cands, key=lambda c: (c.tier, -c.mean_logprob)):
         if not c.text.strip() or c.tier > 1 or c.text in seen:
             continue
         seen.add(c.text)

@@ -735,8 +735,7 @@ class CompletionEngine:
 
         def build(g: GenerationResult) -> Candidate:
             cleaned = finalize(g.text, mode, cur, forced, settings.multiline)
-            guess = bool(cleaned) and not finalize(g.text, mode, cur, forced, settings.multiline, continuation=False)
-            return make_candidate(g, cleaned, len(forced), ctx, opts.gate and ctx is not None, guess)
+            return make_candidate(g, cleaned, len(forced), ctx, opts.gate and ctx is not None)
 
         first = build(gen)
         branch_fn = getattr(model.backend, "branch", None)

@@ -312,53 +312,6 @@ def _meet_line_suffix(text: str, line_suffix: str) -> str:
     return head if head.strip() else ""
 
 
-# Words with which the rest of a line goes on with an expression written before it:
-# ``return <expr>|if text else None``, ``[<expr>|for x in xs]``, ``if <expr>|and ready``.
-_CONTINUATION_WORDS = frozenset({"if", "else", "for", "and", "or", "in", "not", "is"})
-_LEADING_WORD = re.compile(r"[A-Za-z_]\w*")
-_PAIRS = {")": "(", "]": "[", "}": "{"}
-
-
-def _balanced(text: str) -> bool:
-    """Brackets all closed in order, the text of strings skipped (a rough scan of one line)."""
-    stack: list[str] = []
-    quote = ""
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote and text[i - 1] != "\\":
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            stack.append(ch)
-        elif ch in _PAIRS:
-            if not stack or stack.pop() != _PAIRS[ch]:
-                return False
-    return not stack and not quote
-
-
-def _continued_by(text: str, cur: CursorText) -> str:
-    """A whole expression the model wrote where the rest of the line goes on with a word
-    that continues one (``if``, ``for``, ``and`` ...): the expression and a space before
-    that word; "" otherwise.  The model, which never sees the rest of the line, ends its
-    line where the rest begins: ``return |if text else None`` -> ``hashlib.md5(...).hexdigest()``.
-    The line it makes must close its brackets: ``return |for i in xs]`` needs the ``[``
-    the model did not write, so ``n * 2`` is no answer there."""
-    word = _LEADING_WORD.match(cur.line_suffix)
-    head = text.rstrip()
-    if not word or word.group() not in _CONTINUATION_WORDS or not head.strip():
-        return ""
-    if re.search(rf"\b{word.group()}\b", head):
-        return ""  # the model wrote that part itself: the two would not fit together
-    if not (head[-1].isalnum() or head[-1] in "_)]}'\""):
-        return ""  # an unfinished expression
-    if "#" in head:
-        return ""  # a comment would swallow the rest of the line, and still parse
-    if not _balanced(cur.line_prefix + head + " " + cur.line_suffix.rstrip()):
-        return ""  # a bracket left open, or one the rest of the line closes and nobody opened
-    return head + " "
-
-
 def _grow_line(text: str, cur: CursorText) -> str | None:
     """A one-line suggestion that goes past its line (see ``_line_plan``); None when it
     is just one line (the caller cleans it as such)."""
@@ -386,13 +339,9 @@ def _grow_line(text: str, cur: CursorText) -> str | None:
     return "\n".join(kept)
 
 
-def finalize(
-    text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", grow: bool = True, continuation: bool = True
-) -> str:
+def finalize(text: str, mode: Mode, cur: CursorText, forced_prefix: str = "", grow: bool = True) -> str:
     """Clean a raw generation into the text to insert at the cursor ("" for nothing);
-    ``grow`` as for :func:`stop_condition`; ``continuation``: before a word that continues
-    an expression, the model's whole expression when its line does not meet the rest
-    (``_continued_by``: a guess of where it ends, which the candidates rank last)."""
+    ``grow`` as for :func:`stop_condition`."""
     if mode is Mode.NONE:
         return ""
     if forced_prefix:
@@ -416,10 +365,8 @@ def finalize(
         text = text.rstrip()
         if _WORD.match(cur.line_suffix[:1]):
             # Inserted before a word: only a line that ends in what follows the cursor says
-            # where the insertion ends (a model without the suffix writes the whole line),
-            # or a whole expression that the rest of the line continues (`` if ...``).
-            met = _meet_line_suffix(text, cur.line_suffix)
-            return met or (_continued_by(text, cur) if continuation else "")
+            # where the insertion ends (a model without the suffix writes the whole line).
+            return _meet_line_suffix(text, cur.line_suffix)
         text = _strip_suffix_overlap(text, cur.line_suffix)
     else:
         lines = text.split("\n")

@@ -124,21 +124,6 @@ def test_wants_more():
     assert not wants_more(cand("unsure", 0.1), ChoiceOptions(candidates=1))
 
 
-def test_a_guess_of_where_the_text_ends_goes_after_every_line_that_met_the_rest():
-    # ``return |if x else y``: the model's whole expression is a guess (its line did not
-    # meet ``if x else y``); an alternative whose line met it is worth more.
-    guess = cand("type(self) ", 0.9)
-    guess.guess = True
-    met = cand("self.name ", 0.5)
-    assert [c.text for c in rank([guess, met])] == ["self.name ", "type(self) "]
-    assert wants_more(guess, ChoiceOptions(candidates=3, min_confidence=0.3))
-    # Not trimmed: a shorter guess would run into the word (``type(self)if``).
-    ctx = prepare("def f(self):\n    return ", " if self else None\n", "python")
-    g = gen("type(self)))", [-0.1] * 12)
-    assert make_candidate(g, "type(self)))", 0, ctx, True).verdict == "trimmed"
-    assert make_candidate(g, "type(self)))", 0, ctx, True, guess=True).text == ""
-
-
 def test_branch_point_is_past_the_forced_prefix():
     g = gen("ab", [-1.0] * 3, top=[[(1, -0.1)], [(2, -0.1)], [(3, -0.1)]], forced="t")
     assert branch_point(g, 1) == 1

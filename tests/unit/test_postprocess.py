@@ -80,25 +80,6 @@ def test_insert_before_a_word_needs_the_line_to_meet_it():
     assert finalize("len(x)", Mode.LINE, c) == ""  # never meets the text after the cursor
 
 
-def test_an_expression_before_a_word_that_continues_it_is_kept_whole():
-    # The model never sees the rest of the line; its line ends where the rest goes on.
-    c = cur("    return ", "if text else None\n")
-    got = finalize("hashlib.md5(text.encode()).hexdigest()", Mode.LINE, c)
-    assert got == "hashlib.md5(text.encode()).hexdigest() "
-    assert finalize("x for x in xs", Mode.LINE, cur("    return [", "for y in ys]\n")) == ""  # wrote its own `for`
-    assert finalize("len(x", Mode.LINE, c) == ""  # unfinished: an open bracket
-    assert finalize("a +", Mode.LINE, c) == ""  # unfinished: an operator
-    assert finalize("'a(' ", Mode.LINE, c) == "'a(' "  # brackets inside strings do not count
-    assert finalize("value", Mode.LINE, cur("    ok = ", "and ready\n")) == "value "
-    assert finalize("value  # the default", Mode.LINE, cur("    ok = ", "and ready\n")) == ""  # comments the rest out
-    assert finalize("n // 2", Mode.LINE, cur("    half = ", "if n else 0\n")) == "n // 2 "  # floor division
-    # The rest of the line closes a bracket that only the right expression opens.
-    assert finalize("n * (n + 1) // 2", Mode.LINE, cur("    return ", "for i in range(n)]\n")) == ""
-    assert finalize("[n + 2 * i", Mode.LINE, cur("    return ", "for i in range(n)]\n")) == "[n + 2 * i "
-    # Any other word after the cursor still needs the line to meet it.
-    assert finalize("value", Mode.LINE, cur("    return ", "string)\n")) == ""
-
-
 def test_a_line_that_opens_a_block_stays_one_line():
     # Its body is the next suggestion (prepared in idle time once this one is shown).
     c = cur("    for n in numbers", "\n\n    return result\n")
