@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import collections
+import itertools
 import json
 import os
 import random
@@ -43,6 +45,7 @@ def _cases_in(path: Path, root: Path) -> list[dict[str, Any]]:
     except SyntaxError:
         return []
     lines = text.split("\n")
+    line_starts = list(itertools.accumulate((len(x) + 1 for x in lines), initial=0))
     found: list[dict[str, Any]] = []
     for node in ast.walk(tree):
         part: ast.expr | None = None
@@ -56,16 +59,14 @@ def _cases_in(path: Path, root: Path) -> list[dict[str, Any]]:
         elif isinstance(node, ast.Compare) and type(node.ops[0]) in WORD_OF:
             part, word = node.left, WORD_OF[type(node.ops[0])]
         if part is None or not isinstance(node, ast.expr) or node.lineno != node.end_lineno:
-            continue
-        if part.lineno != part.end_lineno:
-            continue
+            continue  # not one of the shapes above, or on more than one line (the part is inside it)
         line = lines[part.lineno - 1]
+        if not line.isascii():
+            continue  # ast columns count UTF-8 bytes
         start, end = part.col_offset, part.end_col_offset or 0
         if line[:start].strip() == "" or not line[end:].startswith(" " + word + " "):
             continue  # the cursor alone on its line, or a bracket between the part and the word
-        if line.isascii() is False:
-            continue  # ast columns are UTF-8 bytes
-        offset = sum(len(x) + 1 for x in lines[: part.lineno - 1]) + start
+        offset = line_starts[part.lineno - 1] + start
         truth = line[start:end]
         found.append(
             {
@@ -146,9 +147,7 @@ async def main() -> None:
     ap.add_argument("--json", help="write the rows and each case's suggestion and confidence to this file")
     args = ap.parse_args()
     cases = collect(Path(args.src), args.per_package, args.seed)
-    words: dict[str, int] = {}
-    for c in cases:
-        words[c["word"]] = words.get(c["word"], 0) + 1
+    words = collections.Counter(c["word"] for c in cases)
     print(f"{len(cases)} cases from {args.src}: " + ", ".join(f"{w} {n}" for w, n in sorted(words.items())))
     trees = [args.tree or str(Path(__file__).resolve().parents[1])] + ([args.baseline_tree] if args.baseline_tree else [])
     rows = [await run(cases, tree, args.threads) for tree in trees]
