@@ -13,7 +13,7 @@ out of all:
 - vote:        the most frequent cleaned-up suggestion among greedy + samples passes
                (self-consistency; ties go to the greedy one);
 - any:         any of greedy + samples passes (pass@k: the ceiling of choosing better);
-- any-lines:   any first 1-6 lines of any raw generation passes (the ceiling of choosing
+- any-lines:   any first 1-6 lines of any raw generation (``maxTokens``, 64) passes (the ceiling of choosing
                better and cutting better).  It counts accidental passes too (a junk line
                that turns the code after the cursor into a comment), so it is generous.
 
@@ -43,7 +43,6 @@ from lsp_server.config.settings import parse_settings  # noqa: E402
 from lsp_server.engine.engine import CompletionEngine, CompletionRequest  # noqa: E402
 from lsp_server.engine.postprocess import CursorText, decide_mode, finalize, stop_condition  # noqa: E402
 
-MAX_TOKENS = 96  # room for a few lines, so that the lines-below ceiling means something
 CUT_LINES = 6
 
 
@@ -72,7 +71,7 @@ def case_outcome(engine: CompletionEngine, model: Any, case: dict[str, Any], sam
     for seed in range(samples + 1):
         request = GenerationRequest(
             prompt=prompt.tokens,
-            max_tokens=MAX_TOKENS,
+            max_tokens=engine.settings.max_tokens,
             temperature=temperature if seed else 0.0,
             seed=seed,
             stop=model.stop,
