@@ -13,9 +13,10 @@ out of all:
 - vote:        the most frequent cleaned-up suggestion among greedy + samples passes
                (self-consistency; ties go to the greedy one);
 - any:         any of greedy + samples passes (pass@k: the ceiling of choosing better);
-- any-lines:   any first 1-6 lines of any raw generation (``maxTokens``, 64) passes (the ceiling of choosing
-               better and cutting better).  It counts accidental passes too (a junk line
-               that turns the code after the cursor into a comment), so it is generous.
+- any-lines:   any first 1-6 lines of any raw generation (up to ``maxTokens``, 64)
+               passes (the ceiling of choosing better and cutting better).  It counts
+               accidental passes too (a junk line that turns the code after the cursor
+               into a comment), so it is generous.
 
     python benchmarks/fim_headroom.py --samples 6 --temperature 0.7
     python benchmarks/fim_headroom.py --model other.gguf --limit 40
