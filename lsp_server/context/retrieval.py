@@ -30,11 +30,21 @@ import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from lsp_server.context.index import WorkspaceIndex, language_of
 from lsp_server.context.parser import SnapshotTrees, text_edit
+from lsp_server.context.render import _import_lines, _one_line_stub, render_symbol
+from lsp_server.context.retrieval_types import CONTEXT_SOURCES as CONTEXT_SOURCES
+from lsp_server.context.retrieval_types import (
+    Candidate,
+    RetrievalStats,
+    _group_new,
+    _Session,
+    excluded_sources,
+    source_of,
+)
 from lsp_server.context.secrets import is_secret_path
 from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
 from lsp_server.families.completion import ContextChunk
@@ -53,8 +63,6 @@ NEAR_LINES_BEFORE = 12
 NEAR_LINES_AFTER = 3
 DECAY = 0.8
 DEFAULT_SHARE = 0.35  # PromptBudget's default context share (to estimate the prefix window)
-MAX_CLASS_MEMBERS = 8
-MAX_IMPORT_LINES = 30
 SNIPPET_LINES = 8
 SNIPPET_STEP = 4
 SNIPPET_QUERY_LINES = 6
@@ -80,57 +88,6 @@ _STOPWORDS = frozenset(
     use mod match static public private protected final package interface enum extends implements include
     define ifdef ifndef endif char double long short unsigned signed auto register sizeof args kwargs""".split()
 )
-
-
-@dataclass
-class Candidate:
-    key: tuple[object, ...]  # stable identity across requests
-    path: str  # shown to the model
-    text: str
-    score: float
-    kind: str
-    source: str = ""  # for ablations (CONTEXT_SOURCES); "" = from the key
-
-
-# The kinds of retrieved context, for measuring what each adds (benchmarks/quality.py
-# --ablation): definitions of imported names, definitions of other names near the cursor
-# found elsewhere in the workspace, the file's own imports, the headers of the enclosing
-# scopes, definitions in this file outside the prefix window, similar snippets.
-CONTEXT_SOURCES = ("imported", "workspace", "imports", "scope", "same-file", "snippet", "usage")
-_SOURCE_OF_KEY = {"outline": "imported", "imports": "imports", "imports-ext": "imports", "scope": "scope",
-                  "self": "same-file", "snippet": "snippet", "def": "imported", "usage": "usage",
-                  "hint": "usage"}
-
-
-def source_of(c: Candidate) -> str:
-    return c.source or _SOURCE_OF_KEY.get(str(c.key[0]), "")
-
-
-def excluded_sources() -> frozenset[str]:
-    """Kinds of context left out, from ``QUILL_CONTEXT_EXCLUDE`` (comma-separated names
-    of CONTEXT_SOURCES): a benchmark knob for ablations, not a user setting."""
-    raw = os.environ.get("QUILL_CONTEXT_EXCLUDE", "")
-    return frozenset(x.strip() for x in raw.split(",") if x.strip())
-
-
-@dataclass
-class _Session:
-    """What the previous request of one document got, for hysteresis and stable order."""
-
-    keys: list[tuple[object, ...]] = field(default_factory=list)
-    chunks: dict[tuple[object, ...], ContextChunk] = field(default_factory=dict)
-    chars_per_token: float = 0.0
-    requests: int = 0
-    counts: Counter[str] | None = None
-    counts_len: int = 0
-
-
-@dataclass
-class RetrievalStats:
-    calls: int = 0
-    last_ms: float = 0.0
-    last_candidates: int = 0
-    last_chunks: int = 0
 
 
 def uri_to_path(uri: str) -> str:
@@ -189,119 +146,6 @@ def _near_weights(before: str, after: str) -> dict[str, float]:
             if weights.get(dotted, 0.0) < w:
                 weights[dotted] = w
     return weights
-
-
-MAX_SHOWN_SIGNATURE = 150
-MAX_SHOWN_DOC = 80
-
-
-def shorten_signature(sig: str, limit: int = MAX_SHOWN_SIGNATURE) -> str:
-    """Cut a long parameter list at a parameter boundary: ``f(a, b, ...) -> T``."""
-    if len(sig) <= limit:
-        return sig
-    open_at = sig.find("(")
-    if open_at == -1:
-        return sig[: limit - 4] + " ..."
-    depth = 0
-    close_at = -1
-    for i in range(open_at, len(sig)):
-        ch = sig[i]
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                close_at = i
-                break
-    if close_at == -1:
-        return sig[: limit - 4] + " ..."
-    tail = sig[close_at:]
-    params = sig[open_at + 1 : close_at]
-    room = max(20, limit - open_at - len(tail))
-    cut, depth = 0, 0
-    for i, ch in enumerate(params):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            if i > room:
-                break
-            cut = i
-    if cut == 0:
-        return sig if len(sig) <= limit * 2 else sig[: limit - 4] + " ..."
-    return sig[: open_at + 1] + params[:cut] + ", ..." + tail
-
-
-def _python_stub(sym: Symbol, indent: str = "") -> str:
-    sig_lines = sym.signature.split("\n")
-    sig_lines[-1] = shorten_signature(sig_lines[-1])
-    lines = [indent + line for line in sig_lines]
-    if sym.kind in ("function", "method") and not (sym.doc and len(sym.doc) <= MAX_SHOWN_DOC):
-        lines[-1] += " ..."
-        return "\n".join(lines)
-    if sym.kind in ("function", "method", "class"):
-        if sym.doc and len(sym.doc) <= MAX_SHOWN_DOC:
-            lines.append(f'{indent}    """{sym.doc}"""')
-        if sym.kind != "class":
-            lines.append(f"{indent}    ...")
-    return "\n".join(lines)
-
-
-def _one_line_stub(sym: Symbol, language: str) -> str:
-    sig = shorten_signature(sym.signature.split("\n")[-1] if language == "python" else sym.signature)
-    if language == "python" and sym.kind in ("function", "method"):
-        return sig + " ..."
-    return sig
-
-
-_BRACE_LANGS = frozenset({"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
-
-
-def render_symbol(summary: FileSummary, sym: Symbol, near: dict[str, float] | None = None) -> str:
-    """A compact, code-shaped view of one definition (body left out)."""
-    language = summary.language
-    near = near or {}
-    if language == "python":
-        if sym.kind == "class":
-            head = _python_stub(sym)
-            members = _pick_members(summary, sym, near)
-            body = ["    " + _one_line_stub(m, language) for m in members]
-            return "\n".join([head, *body]) if body or sym.doc else head + "\n    ..."
-        if sym.container:
-            owner = [s for s in summary.named(sym.container.rsplit(".", 1)[-1]) if s.kind == "class"]
-            if owner:
-                return owner[0].signature.split("\n")[-1] + "\n" + _python_stub(sym, "    ")
-        return _python_stub(sym)
-    # Brace languages: doc comment line, then the signature (bodies are never shown).
-    doc = f"// {sym.doc}\n" if sym.doc else ""
-    if sym.kind in ("class", "interface") and not sym.signature.rstrip().endswith(("}", ";")):
-        members = _pick_members(summary, sym, near)
-        inner = "\n".join("    " + m.signature.split("\n")[-1].rstrip(";") + ";" for m in members)
-        return f"{doc}{sym.signature} {{\n{inner}\n}}" if inner else f"{doc}{sym.signature} {{ ... }}"
-    sig = sym.signature
-    if sym.container and sym.kind == "method" and language in ("java", "typescript", "javascript", "tsx", "cpp"):
-        sig = f"{sym.container.rsplit('.', 1)[-1]}: {sig}" if language != "java" else sig
-    if sym.kind in ("function", "method") and not sig.rstrip().endswith((";", "}")):
-        sig += " { ... }" if language in _BRACE_LANGS else ""
-    return doc + sig
-
-
-def _pick_members(summary: FileSummary, cls: Symbol, near: dict[str, float]) -> list[Symbol]:
-    container = f"{cls.container}.{cls.name}" if cls.container else cls.name
-    members = summary.members(container)
-
-    def rank(m: Symbol) -> tuple[float, int]:
-        w = near.get(m.name, 0.0)
-        if m.name in ("__init__", "constructor", "new") or m.name == cls.name:
-            w += 2.0
-        elif m.name.startswith("_"):
-            w -= 1.0
-        return (-w, m.line)
-
-    picked = sorted(members, key=rank)[:MAX_CLASS_MEMBERS]
-    picked.sort(key=lambda m: m.line)
-    return picked
 
 
 def _line_offset(text: str, line: int) -> int:
@@ -946,53 +790,3 @@ class Retriever:
             chunks.append(chunk)
         session.keys, session.chunks = order, new_chunks
         return chunks
-
-
-def _import_lines(imports: Sequence[Import], resolved: set[int]) -> tuple[list[str], list[str]]:
-    """Import statements re-rendered one line per module: (into the workspace, others)."""
-    internal: list[str] = []
-    external: list[str] = []
-    merged: dict[tuple[str, int], list[str]] = {}
-    order: list[tuple[tuple[str, int], bool]] = []
-    for imp in imports:
-        inside = imp.line in resolved
-        if imp.names or imp.wildcard:
-            key = (imp.module, imp.level)
-            if key not in merged:
-                merged[key] = []
-                order.append((key, inside))
-            names = ["*"] if imp.wildcard else [n if n == a else f"{n} as {a}" for n, a in imp.names]
-            merged[key].extend(n for n in names if n not in merged[key])
-        else:
-            line = f"import {imp.module}" + (
-                f" as {imp.alias}" if imp.alias and imp.alias != imp.module.split(".")[0] else ""
-            )
-            (internal if inside else external).append(line)
-    for (module, level), inside in order:
-        line = f"from {'.' * level}{module} import {', '.join(merged[(module, level)])}"
-        (internal if inside else external).append(line)
-    return internal[:MAX_IMPORT_LINES], external[:MAX_IMPORT_LINES]
-
-
-def _group_new(
-    new: list[tuple[object, ...]],
-    chosen: dict[tuple[object, ...], tuple[Candidate, int]],
-    kept: list[tuple[object, ...]],
-) -> list[tuple[object, ...]]:
-    """Order new chunks by their file's best score (ascending), chunks of one file together,
-    a file continuing the last kept chunk's file first (its header is then shared)."""
-    if len(new) <= 1:
-        return new
-    by_path: dict[str, list[tuple[object, ...]]] = {}
-    for k in new:
-        by_path.setdefault(chosen[k][0].path, []).append(k)
-    last_path = chosen[kept[-1]][0].path if kept else None
-
-    def group_rank(item: tuple[str, list[tuple[object, ...]]]) -> tuple[int, float]:
-        path, keys = item
-        return (0 if path == last_path else 1, max(chosen[k][0].score for k in keys))
-
-    out: list[tuple[object, ...]] = []
-    for _, keys in sorted(by_path.items(), key=group_rank):
-        out.extend(keys)
-    return out
