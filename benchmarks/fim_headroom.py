@@ -64,7 +64,7 @@ def case_outcome(engine: CompletionEngine, model: Any, case: dict[str, Any], sam
     req = CompletionRequest(uri=f"file:///{name}", text=prefix + suffix, offset=len(prefix), path=name, language_id="python")
     cur = CursorText.from_prefix_suffix(prefix, suffix)
     mode = decide_mode(cur)
-    prompt, _ = engine._full_prompt(model, req)
+    prompt, _ = engine.full_prompt(model, req)
     forced = prompt.forced_prefix
     cond = stop_condition(mode, cur, True)
     shown: list[str] = []

@@ -18,11 +18,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from lsp_server.backends import BackendError, GenerationRequest, GenerationResult
 from lsp_server.config import Settings
-from lsp_server.context.parser import SyntaxHint
 from lsp_server.engine.candidates import (
     TIME_SHARE,
     Candidate,
@@ -34,17 +33,23 @@ from lsp_server.engine.candidates import (
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
+from lsp_server.engine.progressive import IdleWork, needs_quick, quick_budget
 from lsp_server.engine.prompt import HINT_KIND, Prompt, PromptBudget, PromptBuilder
+from lsp_server.engine.requests import (
+    CacheEntry,
+    CompletionRequest,
+    CompletionResult,
+    ContextProvider,
+    LastResult,
+    SessionStats,
+)
 from lsp_server.engine.session import (
     Perf,
     SpeedWatch,
-    WarmQueue,
-    WarmTarget,
     affordable_prompt_tokens,
     calibrate,
     load_perf,
     perf_key,
-    prefill_batch,
     save_perf,
 )
 from lsp_server.families.completion import ContextChunk
@@ -58,17 +63,9 @@ try:
     REMOTE_RETRY_S = max(0.0, float(os.environ.get("QUILL_REMOTE_RETRY_S") or 30.0))
 except ValueError:
     REMOTE_RETRY_S = 30.0
-# The quick prompt of a cold document starts on every 4th line (the full one on every 16th).
-QUICK_LINE_QUANTUM = 4
 # Tokens a typical suggestion takes to generate (a rest of line), for sizing the quick
 # prompt.  A constant, so that the quick prompt keeps its first tokens between keystrokes.
 EXPECTED_GEN_TOKENS = 10
-# A quick prompt only when the full one costs more than this many times what the latency
-# target affords: for a small file, a little over the target beats a prompt of 4 lines.
-QUICK_MIN_SAVING = 2.0
-# Idle-time work starts this long after the last request ended: keystrokes come closer
-# together while the user types, and each would otherwise wait for a slice of work to end.
-IDLE_AFTER_REQUEST_S = 0.15
 # Candidates may take at least this long when the user asked for several suggestions.
 EXPLICIT_CANDIDATES_S = 0.5
 T = TypeVar("T")
@@ -80,92 +77,6 @@ class ModelUnavailable(RuntimeError):
 
 class CompletionFailed(RuntimeError):
     """Generation failed (a remote server went away, a backend error); the message says why."""
-
-
-class ContextProvider(Protocol):
-    """Retrieved workspace context for a completion (see ``context/retrieval.py``)."""
-
-    def retrieve(self, request: CompletionRequest, token_budget: int, count_tokens: Callable[[str], int]) -> Sequence[ContextChunk]: ...
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    uri: str
-    text: str  # document snapshot
-    offset: int  # cursor, as an index into ``text``
-    path: str = ""  # workspace-relative path shown to the model
-    language_id: str = ""
-    syntax: SyntaxHint | None = None
-    repo_name: str = ""
-    max_items: int = 1  # suggestions the client wants (several when the user cycles them)
-
-    @property
-    def prefix(self) -> str:
-        return self.text[: self.offset]
-
-    @property
-    def suffix(self) -> str:
-        return self.text[self.offset :]
-
-
-@dataclass
-class CompletionResult:
-    text: str
-    mode: Mode
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    context_tokens: int = 0
-    context_chunks: int = 0
-    generated_tokens: int = 0
-    stop_reason: str = ""
-    cached: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    raw: str = ""
-    # "full": the whole prompt (context and prefix window); "quick": the short prompt of a
-    # document whose full prompt is still being evaluated (see engine/session.py).
-    prompt_kind: str = ""
-    evaluated_tokens: int = -1  # prompt tokens evaluated for this request (-1: unknown)
-    shifted_tokens: int = 0
-    speculative: bool = False  # served from work done before it was asked for
-    # Suggestions worth showing (engine/candidates.py): more suggestions after ``text``
-    # (when the client asked for several), the shown one's confidence (None: not
-    # measured), the validity gate's verdict on the first candidate, how many candidates
-    # were generated, and why nothing is shown ("gate", "confidence") when so.
-    alternatives: list[str] = field(default_factory=list)
-    confidence: float | None = None
-    min_prob: float | None = None
-    gate: str = ""
-    candidates: int = 0
-    hidden: str = ""
-    token_logprobs: tuple[float, ...] = ()  # of the tokens that make the shown suggestion
-    forced_tokens: int = 0  # how many of them cover the healed prefix (not in the confidence)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "text": self.text,
-            "mode": self.mode.value,
-            "promptTokens": self.prompt_tokens,
-            "reusedTokens": self.reused_tokens,
-            "contextTokens": self.context_tokens,
-            "contextChunks": self.context_chunks,
-            "generatedTokens": self.generated_tokens,
-            "stopReason": self.stop_reason,
-            "cached": self.cached,
-            "promptKind": self.prompt_kind,
-            "evaluatedTokens": self.evaluated_tokens,
-            "shiftedTokens": self.shifted_tokens,
-            "speculative": self.speculative,
-            "alternatives": self.alternatives,
-            "confidence": None if self.confidence is None else round(self.confidence, 4),
-            "minProb": None if self.min_prob is None else round(self.min_prob, 4),
-            "gate": self.gate,
-            "candidates": self.candidates,
-            "hidden": self.hidden,
-            "raw": self.raw if self.hidden or not self.text else "",  # why nothing was shown
-            "tokenLogprobs": [round(lp, 3) for lp in self.token_logprobs],
-            "forcedTokens": self.forced_tokens,
-            "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},
-        }
 
 
 @dataclass
@@ -182,52 +93,6 @@ class _Choice:
     ms: float = 0.0
     logprobs: tuple[float, ...] = ()
     forced_tokens: int = 0
-
-
-@dataclass
-class _LastResult:
-    prefix: str
-    line_suffix: str
-    text: str
-    kind: str = ""  # the prompt it came from ("quick" ones expire once the full prompt is ready)
-    at: float = 0.0
-
-
-@dataclass
-class _CacheEntry:
-    text: str
-    kind: str  # the prompt it came from: "full" or "quick"
-    at: float  # time.monotonic()
-    speculative: bool = False  # computed in idle time, before it was asked for
-    prompt_tokens: int = 0
-
-
-@dataclass
-class SessionStats:
-    """Counters for quill/status and benchmarks."""
-
-    requests: int = 0
-    cache_hits: int = 0
-    speculative_hits: int = 0
-    quick_prompts: int = 0
-    full_prompts: int = 0
-    warm_jobs: int = 0
-    warm_preempted: int = 0
-    warm_tokens: int = 0
-    measurements: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "requests": self.requests,
-            "cacheHits": self.cache_hits,
-            "speculativeHits": self.speculative_hits,
-            "quickPrompts": self.quick_prompts,
-            "fullPrompts": self.full_prompts,
-            "warmJobs": self.warm_jobs,
-            "warmPreempted": self.warm_preempted,
-            "warmTokens": self.warm_tokens,
-            "measurements": self.measurements,
-        }
 
 
 ModelLoader = Callable[[Settings], LoadedModel]
@@ -247,33 +112,30 @@ class CompletionEngine:
         self.settings = settings
         self._loader = loader
         self.context = context
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quill-model")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quill-model")
         self._model: LoadedModel | None = None
         self._model_key: tuple[object, ...] | None = None
         self._model_error: str | None = None
         self._load_lock: asyncio.Lock | None = None
         self._error_at = 0.0
         self._inflight: dict[str, threading.Event] = {}
-        self._cache: OrderedDict[tuple[object, ...], _CacheEntry] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, ...], CacheEntry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._last: dict[str, _LastResult] = {}
+        self._last: dict[str, LastResult] = {}
         self.on_model_state: Callable[[str, str], None] | None = None  # (state, detail)
         # Session latency (engine/session.py).
         self.perf: Perf | None = None
         self._perf_key: str | None = None
         self._speed = SpeedWatch()
-        self._measure_due = False
-        self._warm = WarmQueue()
-        self._preempt = threading.Event()  # set while a request wants the model thread
-        self._foreground = 0
-        self._last_foreground = 0.0  # time.monotonic() when the last request ended
-        self._bg_task: asyncio.Task[None] | None = None
-        self._warming: str | None = None
-        self._full_ready: dict[str, float] = {}  # uri -> when its full prompt was last evaluated
-        self._warm_failed: set[str] = set()  # idle-time work raised (reported, not retried)
+        self.foreground = 0
+        self.last_foreground = 0.0  # time.monotonic() when the last request ended
+        # Told the request when the full prompt's suggestion should replace the quick one
+        # a client shows there (engine/progressive.py); called on the event loop.
+        self.on_upgrade: Callable[[CompletionRequest], None] | None = None
+        self.idle = IdleWork(self)
         # (uri, prompt kind) -> the line the prefix window started on last time (model thread).
         self._starts: dict[tuple[str, str], int] = {}
-        self._closed = False
+        self.closed = False
         self.stats = SessionStats()
         self.last_result: dict[str, object] | None = None
 
@@ -294,8 +156,7 @@ class CompletionEngine:
             self._cache.clear()
         self._last.clear()
         if not settings.warmup:
-            self._warm.clear()
-            self._preempt.set()
+            self.idle.clear()
         return reload
 
     def _state(self, state: str, detail: str = "") -> None:
@@ -324,7 +185,7 @@ class CompletionEngine:
         key = perf_key(settings.backend, backend.info.path, settings.gpu_layers, settings.threads)
         perf = load_perf(key)
         if perf is not None:
-            backend.set_threads(perf.threads)  # type: ignore[attr-defined]
+            backend.set_threads(perf.threads, perf.batch_threads)  # type: ignore[attr-defined]
         else:
             try:
                 perf = calibrate(backend, settings.threads)  # type: ignore[arg-type]
@@ -349,9 +210,9 @@ class CompletionEngine:
             settings = self.settings
             self._state("loading", settings.model)
             loop = asyncio.get_running_loop()
-            self._preempt.set()  # idle-time work must not hold the thread the load needs
+            self.idle.preempt.set()  # idle-time work must not hold the thread the load needs
             try:
-                model = await loop.run_in_executor(self._executor, self._load_blocking, settings)
+                model = await loop.run_in_executor(self.executor, self._load_blocking, settings)
             except Exception as exc:  # any failure is a clear message, never a crash
                 self._model_key = key
                 self._model_error = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
@@ -362,9 +223,9 @@ class CompletionEngine:
             self._model, self._model_key, self._model_error = model, key, None
             with self._cache_lock:
                 self._cache.clear()
-            self._full_ready.clear()
+            self.idle.full_ready.clear()
             self._state("ready", model.description)
-            self._kick()
+            self.idle.kick()
             return model
 
     def _retry_due(self) -> bool:
@@ -387,7 +248,7 @@ class CompletionEngine:
         last = self._last.get(req.uri)
         if last is None:
             return None
-        if last.kind == "quick" and self._full_ready.get(req.uri, -1.0) > last.at:
+        if last.kind == "quick" and self.idle.full_ready.get(req.uri, -1.0) > last.at:
             return None
         if req.offset < len(last.prefix) or cur.line_suffix != last.line_suffix:
             return None
@@ -398,7 +259,7 @@ class CompletionEngine:
             return None
         return last.text[len(typed) :]
 
-    def _cache_key(self, req: CompletionRequest, mode: Mode) -> tuple[object, ...]:
+    def cache_key(self, req: CompletionRequest, mode: Mode) -> tuple[object, ...]:
         return (
             self._model_key,
             mode,
@@ -408,20 +269,20 @@ class CompletionEngine:
             req.text[req.offset : req.offset + 1024],
         )
 
-    def _cache_get(self, key: tuple[object, ...], uri: str) -> _CacheEntry | None:
+    def cache_get(self, key: tuple[object, ...], uri: str) -> CacheEntry | None:
         """A cached suggestion, unless it came from a quick prompt and the document's full
         prompt has been evaluated since (then the full prompt answers instead)."""
         with self._cache_lock:
             entry = self._cache.get(key)
             if entry is None:
                 return None
-            if entry.kind == "quick" and self._full_ready.get(uri, -1.0) > entry.at:
+            if entry.kind == "quick" and self.idle.full_ready.get(uri, -1.0) > entry.at:
                 del self._cache[key]
                 return None
             self._cache.move_to_end(key)
             return entry
 
-    def _cache_put(self, key: tuple[object, ...], entry: _CacheEntry) -> None:
+    def cache_put(self, key: tuple[object, ...], entry: CacheEntry) -> None:
         with self._cache_lock:
             self._cache[key] = entry
             self._cache.move_to_end(key)
@@ -447,15 +308,15 @@ class CompletionEngine:
                 return self._finish_cached(
                     CompletionResult(text=rest, mode=mode, cached=True, stop_reason="type-through", evaluated_tokens=0), t_start
                 )
-        key = self._cache_key(req, mode)
-        entry = self._cache_get(key, req.uri) if settings.cache_completions else None
+        key = self.cache_key(req, mode)
+        entry = self.cache_get(key, req.uri) if settings.cache_completions else None
         if entry is not None:
             self.stats.cache_hits += 1
             self.stats.speculative_hits += int(entry.speculative)
             self._remember(req, cur, entry.text, entry.kind, entry.at)
             if entry.kind == "quick":
                 self.warm(req, cursor_known=True)  # the full prompt is still to come
-            self._speculate(req, entry.text)
+            self.idle.speculate(req, entry.text)
             hit = CompletionResult(
                 text=entry.text,
                 mode=mode,
@@ -483,7 +344,7 @@ class CompletionEngine:
                 return None
             loop = asyncio.get_running_loop()
             t_queued = time.perf_counter()
-            fut = loop.run_in_executor(self._executor, self._generate, model, req, mode, cur, cancel, t_queued)
+            fut = loop.run_in_executor(self.executor, self._generate, model, req, mode, cur, cancel, t_queued)
             try:
                 result = await asyncio.wait_for(fut, timeout=settings.request_timeout_s)
             except asyncio.TimeoutError:
@@ -506,12 +367,12 @@ class CompletionEngine:
         result.timings_ms["total"] = (time.perf_counter() - t_start) * 1000
         self.last_result = result.as_dict()
         if result.stop_reason != "cancelled":
-            entry = _CacheEntry(result.text, result.prompt_kind, time.monotonic(), False, result.prompt_tokens)
-            self._cache_put(key, entry)
+            entry = CacheEntry(result.text, result.prompt_kind, time.monotonic(), False, result.prompt_tokens)
+            self.cache_put(key, entry)
             self._remember(req, cur, result.text, entry.kind, entry.at)
             if result.prompt_kind == "quick":
                 self.warm(req, cursor_known=True)
-            self._speculate(req, result.text)
+            self.idle.speculate(req, result.text)
         elif cancel.is_set():
             return None
         return result
@@ -522,10 +383,12 @@ class CompletionEngine:
         return result
 
     def _remember(self, req: CompletionRequest, cur: CursorText, text: str, kind: str = "", at: float = 0.0) -> None:
-        if text:
-            self._last[req.uri] = _LastResult(req.text[: req.offset], cur.line_suffix, text, kind, at or time.monotonic())
-        else:
-            self._last.pop(req.uri, None)
+        """What the client was given at this cursor (an empty text too: a quick prompt's
+        hidden suggestion is upgraded like a shown one)."""
+        self._last[req.uri] = LastResult(req.text[: req.offset], cur.line_suffix, text, kind, at or time.monotonic())
+
+    def shown(self, uri: str) -> LastResult | None:
+        return self._last.get(uri)
 
     # ------------------------------------------------------- prompts and generation
     def _progressive(self, model: LoadedModel) -> bool:
@@ -546,7 +409,7 @@ class CompletionEngine:
         suffix_max = 64 if info.device == "cpu" else 256
         return PromptBudget.for_model(info.n_ctx, settings.context_tokens, settings.max_tokens, suffix_max=suffix_max)
 
-    def _full_prompt(self, model: LoadedModel, req: CompletionRequest) -> tuple[Prompt, float]:
+    def full_prompt(self, model: LoadedModel, req: CompletionRequest) -> tuple[Prompt, float]:
         """The whole prompt (retrieved context and prefix window) and ms spent retrieving."""
         backend = model.backend
         budget = self._budget(model)
@@ -572,14 +435,7 @@ class CompletionEngine:
         """The cursor region, in about ``tokens`` tokens: no retrieved context but the
         ``hints`` (a line of this file like the one being written, as a comment right above
         the cursor's line: a few tokens that the model copies from)."""
-        full = self._budget(model)
-        total = max(16, min(full.total, tokens))
-        budget = PromptBudget(
-            total=total,
-            suffix_max=min(full.suffix_max, max(8, tokens // 4)),
-            line_quantum=QUICK_LINE_QUANTUM,
-            slack=min(total // 2, full.total - total),
-        )
+        budget = quick_budget(self._budget(model), tokens)
         return PromptBuilder(model.backend, model.template).build(
             req.prefix, req.suffix, budget, hints, req.path, req.repo_name, keep_line=self._starts.get((req.uri, "quick"))
         )
@@ -596,19 +452,19 @@ class CompletionEngine:
         t0 = time.perf_counter()
         if cancel.is_set():
             return None
-        result = self._run(model, req, mode, cur, cancel)
+        result = self.run(model, req, mode, cur, cancel)
         result.timings_ms["queue"] = (t0 - t_queued) * 1000
         return result
 
-    def _needs_quick(self, model: LoadedModel, full: Prompt, uri: str) -> bool:
+    def needs_quick(self, model: LoadedModel, full: Prompt, uri: str) -> bool:
         """Whether the full prompt would cost more than the latency target affords (by
-        ``QUICK_MIN_SAVING``), so that a quick prompt answers instead."""
+        ``progressive.QUICK_MIN_SAVING``), so that a quick prompt answers instead."""
         if not self._progressive(model):
             return False
         cost = model.backend.eval_cost(full.tokens, f"full:{uri}")  # type: ignore[attr-defined]
-        return bool(cost > self.affordable_tokens() * QUICK_MIN_SAVING)
+        return needs_quick(cost, self.affordable_tokens())
 
-    def _run(
+    def run(
         self,
         model: LoadedModel,
         req: CompletionRequest,
@@ -623,9 +479,9 @@ class CompletionEngine:
         settings = self.settings
         backend = model.backend
         t0 = time.perf_counter()
-        prompt, context_ms = full if full is not None else self._full_prompt(model, req)
+        prompt, context_ms = full if full is not None else self.full_prompt(model, req)
         kind, slot = "full", f"full:{req.uri}"
-        if self._needs_quick(model, prompt, req.uri):
+        if self.needs_quick(model, prompt, req.uri):
             hints = [c for c in prompt.chunks_used if c.kind == HINT_KIND]
             prompt, kind, slot = self._quick_prompt(model, req, self.affordable_tokens(), hints), "quick", f"quick:{req.uri}"
         t2 = time.perf_counter()
@@ -656,13 +512,13 @@ class CompletionEngine:
             choice = self._choose(model, req, mode, cur, cancel, request, gen, text, t0)
             choice.ms = (time.perf_counter() - t3) * 1000
             if kind == "full":
-                self._full_ready[req.uri] = time.monotonic()
+                self.idle.full_ready[req.uri] = time.monotonic()
                 self.stats.full_prompts += 1
             else:
                 self.stats.quick_prompts += 1
             if self._speed.observe(self.perf, gen.evaluated_tokens, gen.prompt_ms):
                 logger.info("prompt evaluation is much slower than measured; measuring again when idle")
-                self._measure_due = True
+                self.idle.measure_due = True
         return CompletionResult(
             text=choice.text,
             mode=mode,
@@ -780,101 +636,27 @@ class CompletionEngine:
     def warm(self, req: CompletionRequest, cursor_known: bool = True) -> None:
         """Evaluate what a request at ``req`` will need before it is asked (on open, on a
         cursor move, after a quick answer).  Cancelled by any real request."""
-        if not self.settings.warmup or not self.settings.enabled or self._closed:
-            return
-        self._warm.put(WarmTarget(req.uri, req, cursor_known))
-        self._yield_to_newer()
-
-    def _speculate(self, req: CompletionRequest, text: str) -> None:
-        """Prepare the suggestion that follows ``text`` once it is accepted."""
-        if not text or not self.settings.warmup or not self.settings.cache_completions:
-            return
-        accepted = CompletionRequest(
-            uri=req.uri,
-            text=req.text[: req.offset] + text + req.text[req.offset :],
-            offset=req.offset + len(text),
-            path=req.path,
-            language_id=req.language_id,
-            syntax=None,
-            repo_name=req.repo_name,
-        )
-        self._warm.put(WarmTarget(req.uri, accepted, True, speculative=True))
-        self._yield_to_newer()
-
-    def _yield_to_newer(self) -> None:
-        """Newer idle-time work goes first: the running job stops at its next batch (what
-        it evaluated is kept) and is queued again behind it."""
-        if self._warming is not None:
-            self._preempt.set()
-        self._kick()
+        self.idle.warm(req, cursor_known)
 
     def forget(self, uri: str) -> None:
         """A document was closed: drop its pending idle-time work (its KV state stays in
         the LRU, for when it is opened again)."""
-        self._warm.drop(uri)
-        self._warm_failed.discard(uri)
+        self.idle.forget(uri)
         self._last.pop(uri, None)
-        self._full_ready.pop(uri, None)
         for kind in ("full", "quick"):
             self._starts.pop((uri, kind), None)
 
     def _begin_foreground(self) -> None:
-        self._foreground += 1
-        self._preempt.set()
+        self.foreground += 1
+        self.idle.preempt.set()
 
     def _end_foreground(self) -> None:
-        self._foreground = max(0, self._foreground - 1)
-        self._last_foreground = time.monotonic()
-        if not self._foreground:
-            self._kick()
+        self.foreground = max(0, self.foreground - 1)
+        self.last_foreground = time.monotonic()
+        if not self.foreground:
+            self.idle.kick()
 
-    def _kick(self) -> None:
-        if self._closed or not self.settings.warmup or self._model is None:
-            return
-        if not len(self._warm) and not self._measure_due:
-            return
-        if self._bg_task is not None and not self._bg_task.done():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._bg_task = loop.create_task(self._background())
-
-    async def _background(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(0)  # a request being scheduled goes first
-            model = self._model
-            if self._foreground or self._closed or model is None or not self.settings.warmup:
-                return
-            quiet = IDLE_AFTER_REQUEST_S - (time.monotonic() - self._last_foreground)
-            if quiet > 0:
-                await asyncio.sleep(quiet)
-                continue
-            if self._measure_due:
-                self._measure_due = False
-                self._preempt.clear()
-                await loop.run_in_executor(self._executor, self._remeasure, model)
-                continue
-            target = self._warm.pop()
-            if target is None:
-                return
-            self._preempt.clear()
-            self._warming = target.uri
-            try:
-                outcome = await loop.run_in_executor(self._executor, self._warm_job, model, target, self._preempt)
-            except Exception:
-                logger.exception("idle-time work for %s failed", target.uri)
-                outcome = "failed"
-                self._warm_failed.add(target.uri)
-            finally:
-                self._warming = None
-            if outcome == "preempted":
-                self.stats.warm_preempted += 1
-                self._warm.requeue(target)
-
-    def _remeasure(self, model: LoadedModel) -> None:
+    def remeasure(self, model: LoadedModel) -> None:
         if model is not self._model or self._perf_key is None:
             return
         try:
@@ -887,82 +669,15 @@ class CompletionEngine:
         self.stats.measurements += 1
         self._speed.measured()
 
-    def _warm_job(self, model: LoadedModel, target: WarmTarget, preempt: threading.Event) -> str:
-        """One piece of idle-time work on the model thread: "done" or "preempted"."""
-        if model is not self._model or preempt.is_set():
-            return "preempted"
-        backend = model.backend
-        req = target.request
-        cur = CursorText.from_prefix_suffix(req.text[max(0, req.offset - 8192) : req.offset], req.text[req.offset : req.offset + 8192])
-        mode = decide_mode(cur, req.syntax) if target.cursor_known else Mode.NONE
-        key = self._cache_key(req, mode)
-        self.stats.warm_jobs += 1
-
-        full: tuple[Prompt, float] | None = None
-
-        def answer() -> str:
-            """Compute the suggestion at the cursor and keep it for when it is asked."""
-            result = self._run(model, req, mode, cur, preempt, full)
-            if result.stop_reason == "cancelled":
-                return "preempted"
-            self._cache_put(key, _CacheEntry(result.text, result.prompt_kind, time.monotonic(), True, result.prompt_tokens))
-            return "done"
-
-        if target.speculative:
-            if mode is Mode.NONE or self._cache_get(key, req.uri) is not None:
-                return "done"
-            return answer()
-        prefill = getattr(backend, "prefill", None)
-        if prefill is None:
-            return "done"
-        full = self._full_prompt(model, req)
-        prompt = full[0]
-        slot = f"full:{req.uri}"
-        if not prompt.tokens:
-            self._full_ready[req.uri] = time.monotonic()
-            return "done"
-        cost = backend.eval_cost(prompt.tokens, slot)  # type: ignore[attr-defined]
-        if mode is not Mode.NONE and self._needs_quick(model, prompt, req.uri):
-            # Cursor region first: a quick answer while the full prompt is evaluated.
-            entry = self._cache_get(key, req.uri)
-            if entry is None and answer() == "preempted":
-                return "preempted"
-        if cost > 0:
-            res = prefill(prompt.tokens, slot, preempt, prefill_batch(self.perf))
-            self.stats.warm_tokens += res.evaluated
-            if not res.complete:
-                return "preempted"
-        self._full_ready[req.uri] = time.monotonic()
-        if mode is not Mode.NONE:
-            entry = self._cache_get(key, req.uri)
-            if entry is None or entry.kind != "full":
-                return answer()
-        return "done"
-
     async def settle(self, timeout_s: float = 60.0) -> bool:
         """Wait until idle-time work is done (for tests, benchmarks and the CLI); False on
         timeout."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            task = self._bg_task
-            if (task is None or task.done()) and not len(self._warm) and not self._measure_due:
-                return True
-            if task is None or task.done():
-                self._kick()
-                if self._bg_task is None or self._bg_task.done():
-                    return True  # nothing can run (warm-up off, no model)
-            await asyncio.sleep(0.01)
-        return False
+        return await self.idle.settle(timeout_s)
 
     # ---------------------------------------------------------------- status
     def document_state(self, uri: str) -> str:
-        """"warming" while idle-time work for ``uri`` is pending or running, "ready" once
-        its full prompt has been evaluated, "failed" when that work raised, else "cold"."""
-        if self._warming == uri or self._warm.has(uri):
-            return "warming"
-        if uri in self._full_ready:
-            return "ready"
-        return "failed" if uri in self._warm_failed else "cold"
+        """"warming", "ready" (its full prompt evaluated), "failed" or "cold"."""
+        return self.idle.document_state(uri)
 
     def session_status(self) -> dict[str, object]:
         model = self._model
@@ -971,6 +686,7 @@ class CompletionEngine:
             "perf": self.perf.as_dict() if self.perf else None,
             "affordablePromptTokens": self.affordable_tokens() if self.perf else None,
             "threads": getattr(model.backend, "n_threads", None) if model is not None else None,
+            "batchThreads": getattr(model.backend, "n_threads_batch", None) if model is not None else None,
             "kvCache": {
                 "bytes": store.nbytes,
                 "maxBytes": store.max_bytes,
@@ -979,8 +695,8 @@ class CompletionEngine:
             }
             if store is not None
             else None,
-            "pendingWarm": len(self._warm),
-            "warming": self._warming,
+            "pendingWarm": len(self.idle.queue),
+            "warming": self.idle.warming,
             "stats": self.stats.as_dict(),
             "lastCompletion": self.last_result,
         }
@@ -995,7 +711,7 @@ class CompletionEngine:
         try:
             model = await self.ensure_model()
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, fn, model)
+            return await loop.run_in_executor(self.executor, fn, model)
         finally:
             self._end_foreground()
 
@@ -1005,14 +721,12 @@ class CompletionEngine:
         The model must not be closed under a running generation (llama.cpp would crash):
         the cancel flags stop it between tokens, and the worker is joined first.
         """
-        self._closed = True
-        self._warm.clear()
-        self._preempt.set()
+        self.closed = True
+        self.idle.clear()
         for event in self._inflight.values():
             event.set()
-        if self._bg_task is not None:
-            self._bg_task.cancel()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.idle.cancel()
+        self.executor.shutdown(wait=True, cancel_futures=True)
         model, self._model = self._model, None
         if model is not None:
             try:

@@ -63,7 +63,7 @@ THREAD_GAIN = 1.15
 class MeasurableBackend(Protocol):
     def measure(self, threads: int, sample: Sequence[int], n_gen: int = ...) -> Any: ...
 
-    def set_threads(self, threads: int) -> None: ...
+    def set_threads(self, threads: int, batch_threads: int = ...) -> None: ...
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
 
@@ -74,16 +74,18 @@ class Perf:
 
     prompt_tok_s: float
     gen_ms_per_token: float
-    threads: int
+    threads: int  # for generation
     measured_at: float  # time.time()
     source: str = "measured"  # "measured" or "cached"
     candidates: str = ""  # what each thread count gave, for the log and quill/status
+    batch_threads: int = 0  # for prompt evaluation (0: the same as ``threads``)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "promptTokensPerS": round(self.prompt_tok_s, 1),
             "genMsPerToken": round(self.gen_ms_per_token, 1),
             "threads": self.threads,
+            "batchThreads": self.batch_threads or self.threads,
             "source": self.source,
             "measuredAt": self.measured_at,
             "candidates": self.candidates,
@@ -98,28 +100,41 @@ def thread_candidates(setting: int, cores: int | None = None) -> list[int]:
     return sorted({1, max(1, cores // 2), cores})
 
 
+def _fastest(results: Sequence[Any], speed: Any) -> Any:
+    """The result with fewest threads unless more threads are ``THREAD_GAIN`` times faster
+    by ``speed`` (larger is faster)."""
+    best = results[0]
+    for r in results[1:]:
+        if speed(r) >= speed(best) * THREAD_GAIN:
+            best = r
+    return best
+
+
 def calibrate(backend: MeasurableBackend, threads_setting: int) -> Perf:
     """Measure prompt and generation speed for each candidate thread count and keep the
-    fastest (more threads only when clearly faster).  About a second on a small model."""
+    fastest for each (more threads only when clearly faster): prompt evaluation (batches)
+    gains from more cores where generating one token at a time may not.  About a second
+    on a small model."""
     sample = backend.tokenize(_SAMPLE)[:64]
     candidates = thread_candidates(threads_setting)
     backend.measure(candidates[0], sample[:8], n_gen=1)  # page the weights in
     results = [backend.measure(t, sample) for t in candidates]
-    best = results[0]
-    for r in results[1:]:
-        if r.prompt_tok_s >= best.prompt_tok_s * THREAD_GAIN:
-            best = r
-    backend.set_threads(best.threads)
-    summary = ", ".join(f"{r.threads} threads {r.prompt_tok_s:.0f} tok/s" for r in results)
+    prompt = _fastest(results, lambda r: r.prompt_tok_s)
+    gen = _fastest(results, lambda r: 1.0 / max(1e-6, r.gen_ms_per_token))
+    backend.set_threads(gen.threads, prompt.threads)
+    summary = ", ".join(
+        f"{r.threads} threads {r.prompt_tok_s:.0f} tok/s {r.gen_ms_per_token:.1f} ms/token" for r in results
+    )
     logger.info(
-        "measured %s: prompt %.0f tok/s, generation %.1f ms/token with %d threads (%s)",
+        "measured %s: prompt %.0f tok/s with %d threads, generation %.1f ms/token with %d threads (%s)",
         type(backend).__name__,
-        best.prompt_tok_s,
-        best.gen_ms_per_token,
-        best.threads,
+        prompt.prompt_tok_s,
+        prompt.threads,
+        gen.gen_ms_per_token,
+        gen.threads,
         summary,
     )
-    return Perf(best.prompt_tok_s, best.gen_ms_per_token, best.threads, time.time(), "measured", summary)
+    return Perf(prompt.prompt_tok_s, gen.gen_ms_per_token, gen.threads, time.time(), "measured", summary, prompt.threads)
 
 
 def perf_key(backend: str, model_path: str, gpu_layers: int, threads_setting: int) -> str:
@@ -129,7 +144,7 @@ def perf_key(backend: str, model_path: str, gpu_layers: int, threads_setting: in
         size = 0
     return "|".join(
         [backend, os.path.basename(model_path), str(size), platform.node(), str(os.cpu_count()),
-         f"gpu{gpu_layers}", f"threads{threads_setting}"]
+         f"gpu{gpu_layers}", f"threads{threads_setting}", "batch-threads"]
     )
 
 
@@ -150,6 +165,7 @@ def load_perf(key: str, max_age_s: float = 7 * 86400) -> Perf | None:
             float(entry["measured_at"]),
             "cached",
             str(entry.get("candidates", "")),
+            int(entry.get("batch_threads", 0)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -42,6 +42,10 @@ MODEL_STATE_NOTIFICATION = "quill/modelState"
 # switched to, a jump, a click): {"textDocument": {"uri"}, "position": {"line", "character"}}.
 # The server evaluates the prompt a request there will need before it is asked.
 CURSOR_NOTIFICATION = "quill/didMoveCursor"
+# Server -> client: a better suggestion is ready at this cursor (the full prompt's, where a
+# quick prompt's was shown or hidden); a client whose cursor is still there asks again.
+# LSP 3.18 has no refresh request for inline completions.
+REFRESH_NOTIFICATION = "quill/refreshInlineCompletion"
 # Suggestions returned when an inline completion is asked for explicitly (Invoked).
 EXPLICIT_ITEMS = 3
 
@@ -111,6 +115,7 @@ class QuillServer(LanguageServer):
         self.parser = DocumentParser(self.documents)
         self.engine = CompletionEngine(self.settings)
         self.engine.on_model_state = self._on_model_state
+        self.engine.on_upgrade = self._on_upgrade
         self.notifier = Notifier(self)
         self.workspace_roots: list[str] = []
         self.model_state = ("idle", "")
@@ -127,6 +132,29 @@ class QuillServer(LanguageServer):
             self.protocol.notify(MODEL_STATE_NOTIFICATION, {"state": state, "detail": detail})
         except Exception:
             logger.debug("could not send model state", exc_info=True)
+
+    def _on_upgrade(self, req: CompletionRequest) -> None:
+        """Tell the client to ask again at ``req``'s cursor, if the document still reads
+        the same up to it and on the rest of its line."""
+        try:
+            doc = self.documents.snapshot(req.uri)
+        except DocumentNotOpen:
+            return
+        end = req.text.find("\n", req.offset)
+        end = len(req.text) if end == -1 else end
+        if doc.text[:end] != req.text[:end]:
+            return  # the text moved on: the request that follows gets its own answer
+        line, character = doc.position_at(req.offset, self.documents.encoding)
+        try:
+            self.protocol.notify(
+                REFRESH_NOTIFICATION,
+                {
+                    "textDocument": {"uri": req.uri, "version": doc.version},
+                    "position": {"line": line, "character": character},
+                },
+            )
+        except Exception:
+            logger.debug("could not send %s", REFRESH_NOTIFICATION, exc_info=True)
 
     def apply_settings(self, raw: Any, *, initial: bool = False) -> None:
         settings, problems = parse_settings(raw, self.settings)

@@ -56,8 +56,15 @@ async def client(request, lsp_client: LanguageClient, tmp_path_factory):
         # No confidence bar: these tests are about when suggestions come, not which are shown.
         initialization_options={"workspaceContext": False, "requestTimeoutS": 600, "minConfidence": 0},
     )
+    refreshes: list[dict[str, Any]] = []
+
+    @lsp_client.feature("quill/refreshInlineCompletion")
+    def refresh(params: Any) -> None:
+        refreshes.append(plain(params))
+
     lsp_client.init_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
     lsp_client.root = root  # type: ignore[attr-defined]
+    lsp_client.refreshes = refreshes  # type: ignore[attr-defined]
     yield
     await lsp_client.shutdown_session()
 
@@ -191,3 +198,47 @@ async def test_with_the_features_off_every_switch_evaluates_the_whole_prompt(cli
         assert info["promptKind"] == "full"
         assert info["evaluatedTokens"] > 200, info  # the old behaviour: nothing kept per file
     assert (await status(client))["session"]["kvCache"]["maxBytes"] == 0
+
+
+def far_name_case() -> tuple[str, int, int]:
+    """A module whose cursor needs a name defined far above it: the quick prompt (the lines
+    near the cursor) cannot see the definition, the full prompt can."""
+    filler = "".join(
+        f"\n\ndef helper_{i}(values):\n    \"\"\"Step {i} of the pipeline.\"\"\"\n"
+        f"    out = [v * {i + 2} for v in values if v > {i}]\n    return sorted(out)[:{i + 3}]\n"
+        for i in range(24)
+    )
+    text = (
+        "import statistics\n\n\ndef quarterly_revenue_projection(sales, months):\n"
+        '    """Project the revenue of the next quarter from monthly sales."""\n'
+        "    return statistics.fmean(sales[-months:]) * 3\n"
+        + filler
+        + "\n\ndef report(sales):\n    projected = quarterly_"
+    )
+    line, col = end_of(text)
+    return text, line, col
+
+
+async def test_the_full_prompts_answer_replaces_a_different_quick_one_on_a_refresh(client: LanguageClient):
+    await wait_ready(client)
+    configure(client, cacheCompletions=True, warmup=True, latencyTargetMs=1000, workspaceContext=False,
+              requestTimeoutS=600)
+    refreshes: list[dict[str, Any]] = client.refreshes  # type: ignore[attr-defined]
+    text, line, col = far_name_case()
+    uri = open_doc(client, text, f"refresh_{uuid.uuid4().hex[:6]}.py")
+    refreshes.clear()
+    quick = await inline(client, uri, line, col)
+    assert (await last(client))["promptKind"] == "quick"
+    await wait_warm(client, uri)
+    await asyncio.sleep(0.5)  # the notification is sent before the state turns ready
+    got = [r for r in refreshes if r["textDocument"]["uri"] == uri]
+    full = await inline(client, uri, line, col)  # what a client asks on the refresh
+    info = await last(client)
+    assert info["promptKind"] == "full" and info["cached"], info
+    # Told to ask again exactly when the full prompt's answer differs, once, at the cursor.
+    assert (full != quick) == bool(got), (quick, full, got)
+    if got:
+        assert len(got) == 1 and got[0]["position"] == {"line": line, "character": col}
+    assert full != quick, "this case is built so that the full prompt knows a name the quick one cannot see"
+    st = await status(client)
+    assert st["session"]["stats"]["upgrades"] >= 1

@@ -130,8 +130,8 @@ class SlotFakeBackend(FakeBackend):
 
         return Throughput(threads, *self.speed)
 
-    def set_threads(self, threads: int) -> None:
-        self.n_threads = threads
+    def set_threads(self, threads: int, batch_threads: int = 0) -> None:
+        self.n_threads, self.n_threads_batch = threads, batch_threads or threads
 
 
 def slot_fake_loaded(reply: Callable[[str], str], **kwargs: float) -> LoadedModel:

@@ -133,28 +133,47 @@ def test_thread_candidates():
     assert thread_candidates(0, cores=1) == [1]
 
 
+class _Measured:
+    """Thread counts -> (prompt tokens/s, ms per generated token)."""
+
+    def __init__(self, speeds):
+        self.speeds = speeds
+        self.threads = self.batch_threads = None
+
+    def tokenize(self, text, special=False):
+        return list(range(64))
+
+    def measure(self, threads, sample, n_gen=6):
+        prompt, gen = self.speeds[threads] if isinstance(self.speeds[threads], tuple) else (self.speeds[threads], 10.0)
+        return SimpleNamespace(threads=threads, prompt_tok_s=prompt, gen_ms_per_token=gen)
+
+    def set_threads(self, threads, batch_threads=0):
+        self.threads, self.batch_threads = threads, batch_threads or threads
+
+
 def test_calibration_takes_more_threads_only_when_clearly_faster():
-    class Measured:
-        def __init__(self, speeds):
-            self.speeds = speeds
-            self.threads = None
-
-        def tokenize(self, text, special=False):
-            return list(range(64))
-
-        def measure(self, threads, sample, n_gen=6):
-            return SimpleNamespace(threads=threads, prompt_tok_s=self.speeds[threads], gen_ms_per_token=10.0)
-
-        def set_threads(self, threads):
-            self.threads = threads
-
-    b = Measured({t: 100.0 + t for t in thread_candidates(0)})  # barely faster: not worth the cores
-    assert calibrate(b, 0).threads == 1 and b.threads == 1
-    b = Measured({t: 100.0 * t for t in thread_candidates(0)})
+    b = _Measured({t: 100.0 + t for t in thread_candidates(0)})  # barely faster: not worth the cores
     perf = calibrate(b, 0)
-    assert perf.threads == max(thread_candidates(0)) and b.threads == perf.threads
-    b = Measured({t: 100.0 / t for t in thread_candidates(0)})  # more threads collapse (a busy machine)
-    assert calibrate(b, 0).threads == 1
+    assert perf.threads == 1 and perf.batch_threads == 1 and b.threads == 1 and b.batch_threads == 1
+    b = _Measured({t: (100.0 * t, 10.0 / t) for t in thread_candidates(0)})
+    perf = calibrate(b, 0)
+    assert perf.threads == perf.batch_threads == max(thread_candidates(0)) and b.threads == perf.threads
+    b = _Measured({t: 100.0 / t for t in thread_candidates(0)})  # more threads collapse (a busy machine)
+    assert calibrate(b, 0).batch_threads == 1
+
+
+def test_prompt_and_generation_threads_are_chosen_apart():
+    # Prompt evaluation (batches) scales with the cores; one token at a time does not.
+    b = _Measured({t: (75.0 * t, 12.0 + t) for t in thread_candidates(0, cores=2)})
+    perf = calibrate(b, 2)  # the setting names 2 threads: nothing to choose
+    assert perf.threads == perf.batch_threads == 2
+    session_cores = thread_candidates(0)
+    b = _Measured({t: (75.0 * t, 12.0 + t) for t in session_cores})
+    perf = calibrate(b, 0)
+    assert perf.threads == 1 and b.threads == 1
+    assert perf.batch_threads == max(session_cores) and b.batch_threads == perf.batch_threads
+    assert perf.prompt_tok_s == 75.0 * max(session_cores) and perf.gen_ms_per_token == 13.0
+    assert perf.as_dict()["batchThreads"] == perf.batch_threads
 
 
 def test_figures_are_cached_per_model_and_machine(tmp_path):
@@ -162,9 +181,10 @@ def test_figures_are_cached_per_model_and_machine(tmp_path):
     model.write_bytes(b"GGUF" + b"\0" * 100)
     key = session.perf_key("llama_cpp", str(model), 0, 0)
     assert session.load_perf(key) is None
-    session.save_perf(key, Perf(123.0, 9.0, 2, __import__("time").time()))
+    session.save_perf(key, Perf(123.0, 9.0, 1, __import__("time").time(), batch_threads=2))
     got = session.load_perf(key)
-    assert got is not None and got.prompt_tok_s == 123.0 and got.threads == 2 and got.source == "cached"
+    assert got is not None and got.prompt_tok_s == 123.0 and got.threads == 1 and got.source == "cached"
+    assert got.batch_threads == 2
     assert session.load_perf(session.perf_key("llama_cpp", str(model), -1, 0)) is None  # another set-up
 
 
@@ -203,4 +223,67 @@ async def test_an_empty_file_is_no_error_and_becomes_ready():
     engine.warm(req("", uri="file:///w/empty.py"), cursor_known=False)
     assert await engine.settle(5)
     assert engine.document_state("file:///w/empty.py") == "ready"
+    engine.shutdown()
+
+
+def _upgrades(engine):
+    seen = []
+    engine.on_upgrade = lambda r: seen.append((r.uri, r.offset))
+    return seen
+
+
+def _by_prompt(p):
+    # The full prompt reaches 20 lines up; the quick one holds the lines near the cursor.
+    return "from_full\n" if "value_100 " in p else "from_quick\n"
+
+
+async def test_the_full_prompts_different_suggestion_tells_the_client_to_ask_again():
+    engine, _ = make(reply=_by_prompt)
+    seen = _upgrades(engine)
+    doc = BIG + "total = "
+    first = await engine.complete(req(doc))
+    assert first is not None and first.prompt_kind == "quick" and first.text == "from_quick"
+    assert await engine.settle(10)
+    assert seen == [("file:///w/a.py", len(doc))]
+    assert engine.stats.upgrades == 1
+    # Asked again (what the client does on the notification): the full prompt's answer,
+    # computed in idle time, and no second notification for it.
+    again = await engine.complete(req(doc))
+    assert again is not None and again.text == "from_full" and again.prompt_kind == "full" and again.cached
+    assert await engine.settle(10)
+    assert len(seen) == 1
+    engine.shutdown()
+
+
+async def test_no_upgrade_when_the_full_prompt_agrees_with_the_quick_one():
+    engine, _ = make()
+    seen = _upgrades(engine)
+    first = await engine.complete(req(BIG + "total = "))
+    assert first is not None and first.prompt_kind == "quick"
+    assert await engine.settle(10)
+    assert engine.document_state("file:///w/a.py") == "ready"
+    assert seen == [] and engine.stats.upgrades == 0
+    engine.shutdown()
+
+
+async def test_only_the_cursor_the_user_is_at_is_upgraded():
+    engine, _ = make(reply=_by_prompt)
+    seen = _upgrades(engine)
+    doc = BIG + "total = "
+    await engine.complete(req(doc))
+    moved = doc + "0\nmore = "  # the user typed on before the full prompt was ready
+    typed = await engine.complete(req(moved))
+    assert typed is not None and typed.prompt_kind == "quick" and typed.text == "from_quick"
+    assert await engine.settle(10)
+    assert seen == [("file:///w/a.py", len(moved))]
+    engine.shutdown()
+
+
+async def test_a_full_prompt_answer_is_never_upgraded():
+    engine, _ = make(reply=_by_prompt)
+    seen = _upgrades(engine)
+    result = await engine.complete(req("x = 1\ny = "))  # small: the full prompt at once
+    assert result is not None and result.prompt_kind == "full"
+    assert await engine.settle(10)
+    assert seen == []
     engine.shutdown()

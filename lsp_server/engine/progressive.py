@@ -1,0 +1,332 @@
+"""Progressive context: the quick/full decision, idle-time work, and upgrades.
+
+A request in a document whose full prompt would cost more than the latency target affords
+is answered from a *quick* prompt (the cursor region); the full prompt is then evaluated
+in idle time (:class:`IdleWork`, on the model thread, preempted by any request).  When
+the full prompt's suggestion for the cursor the user still sits at differs from the quick
+one that was shown (or hidden), the engine's ``on_upgrade`` callback tells the client to
+ask again (:func:`upgrade_due`), so that the better suggestion replaces the quick one
+before the user acts.
+
+The engine is reached through :class:`Host` (this module does not import the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Protocol
+
+from lsp_server.config import Settings
+from lsp_server.engine.model import LoadedModel
+from lsp_server.engine.postprocess import CursorText, Mode, decide_mode
+from lsp_server.engine.prompt import Prompt, PromptBudget
+from lsp_server.engine.requests import CacheEntry, CompletionRequest, CompletionResult, LastResult, SessionStats
+from lsp_server.engine.session import Perf, WarmQueue, WarmTarget, prefill_batch
+
+logger = logging.getLogger(__name__)
+
+# The quick prompt of a cold document starts on every 4th line (the full one on every 16th).
+QUICK_LINE_QUANTUM = 4
+# A quick prompt only when the full one costs more than this many times what the latency
+# target affords: for a small file, a little over the target beats a prompt of 4 lines.
+QUICK_MIN_SAVING = 2.0
+# Idle-time work starts this long after the last request ended: keystrokes come closer
+# together while the user types, and each would otherwise wait for a slice of work to end.
+IDLE_AFTER_REQUEST_S = 0.15
+
+
+def needs_quick(full_cost: int, affordable: int) -> bool:
+    """Whether a full prompt that costs ``full_cost`` tokens to evaluate is answered from a
+    quick prompt instead (``affordable``: what the latency target allows)."""
+    return full_cost > affordable * QUICK_MIN_SAVING
+
+
+def quick_budget(full: PromptBudget, tokens: int) -> PromptBudget:
+    """The budget of a quick prompt of about ``tokens`` tokens, within the full one's."""
+    total = max(16, min(full.total, tokens))
+    return PromptBudget(
+        total=total,
+        suffix_max=min(full.suffix_max, max(8, tokens // 4)),
+        line_quantum=QUICK_LINE_QUANTUM,
+        slack=min(total // 2, full.total - total),
+    )
+
+
+def upgrade_due(shown: LastResult | None, req: CompletionRequest, line_suffix: str, result: CompletionResult) -> bool:
+    """Whether ``result`` (computed from the full prompt in idle time) should replace what
+    the client shows at ``req``'s cursor: the shown suggestion came from a quick prompt
+    (or was hidden there), the cursor and the rest of its line are unchanged since, and
+    the full prompt's suggestion differs."""
+    if shown is None or shown.kind != "quick" or shown.upgraded or result.prompt_kind != "full":
+        return False
+    if result.stop_reason == "cancelled" or shown.line_suffix != line_suffix:
+        return False
+    if shown.prefix != req.text[: req.offset]:
+        return False
+    return result.text != shown.text
+
+
+class Host(Protocol):
+    """What the idle-time work needs of the engine (``engine/engine.py``)."""
+
+    settings: Settings
+    perf: Perf | None
+    stats: SessionStats
+    foreground: int
+    last_foreground: float
+    closed: bool
+    on_upgrade: Callable[[CompletionRequest], None] | None
+
+    @property
+    def model(self) -> LoadedModel | None: ...
+
+    @property
+    def executor(self) -> Executor: ...
+
+    def run(
+        self,
+        model: LoadedModel,
+        req: CompletionRequest,
+        mode: Mode,
+        cur: CursorText,
+        cancel: threading.Event,
+        full: tuple[Prompt, float] | None = None,
+    ) -> CompletionResult: ...
+
+    def full_prompt(self, model: LoadedModel, req: CompletionRequest) -> tuple[Prompt, float]: ...
+
+    def needs_quick(self, model: LoadedModel, full: Prompt, uri: str) -> bool: ...
+
+    def cache_key(self, req: CompletionRequest, mode: Mode) -> tuple[object, ...]: ...
+
+    def cache_get(self, key: tuple[object, ...], uri: str) -> CacheEntry | None: ...
+
+    def cache_put(self, key: tuple[object, ...], entry: CacheEntry) -> None: ...
+
+    def shown(self, uri: str) -> LastResult | None: ...
+
+    def remeasure(self, model: LoadedModel) -> None: ...
+
+
+class IdleWork:
+    """Work for idle time on the model thread: a document's full prompt (on open, on a
+    cursor move, after a quick answer) and the suggestion after an accepted one.  A
+    request sets ``preempt``; the running job stops at its next batch (what it evaluated
+    is kept) and is queued again."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.queue = WarmQueue()
+        self.preempt = threading.Event()  # set while a request wants the model thread
+        self.measure_due = False
+        self.warming: str | None = None
+        self.full_ready: dict[str, float] = {}  # uri -> when its full prompt was last evaluated
+        self.failed: set[str] = set()  # idle-time work raised (reported, not retried)
+        self._task: asyncio.Task[None] | None = None
+        self._upgrades: list[CompletionRequest] = []  # found on the model thread, sent from the loop
+
+    # ------------------------------------------------------------------ queue
+    def warm(self, req: CompletionRequest, cursor_known: bool = True) -> None:
+        """Evaluate what a request at ``req`` will need before it is asked (on open, on a
+        cursor move, after a quick answer).  Cancelled by any real request."""
+        settings = self.host.settings
+        if not settings.warmup or not settings.enabled or self.host.closed:
+            return
+        self.queue.put(WarmTarget(req.uri, req, cursor_known))
+        self._yield_to_newer()
+
+    def speculate(self, req: CompletionRequest, text: str) -> None:
+        """Prepare the suggestion that follows ``text`` once it is accepted."""
+        settings = self.host.settings
+        if not text or not settings.warmup or not settings.cache_completions:
+            return
+        accepted = CompletionRequest(
+            uri=req.uri,
+            text=req.text[: req.offset] + text + req.text[req.offset :],
+            offset=req.offset + len(text),
+            path=req.path,
+            language_id=req.language_id,
+            syntax=None,
+            repo_name=req.repo_name,
+        )
+        self.queue.put(WarmTarget(req.uri, accepted, True, speculative=True))
+        self._yield_to_newer()
+
+    def _yield_to_newer(self) -> None:
+        """Newer idle-time work goes first: the running job stops at its next batch (what
+        it evaluated is kept) and is queued again behind it."""
+        if self.warming is not None:
+            self.preempt.set()
+        self.kick()
+
+    def forget(self, uri: str) -> None:
+        self.queue.drop(uri)
+        self.failed.discard(uri)
+        self.full_ready.pop(uri, None)
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.preempt.set()
+
+    def document_state(self, uri: str) -> str:
+        """"warming" while idle-time work for ``uri`` is pending or running, "ready" once
+        its full prompt has been evaluated, "failed" when that work raised, else "cold"."""
+        if self.warming == uri or self.queue.has(uri):
+            return "warming"
+        if uri in self.full_ready:
+            return "ready"
+        return "failed" if uri in self.failed else "cold"
+
+    # ------------------------------------------------------------------- loop
+    def kick(self) -> None:
+        host = self.host
+        if host.closed or not host.settings.warmup or host.model is None:
+            return
+        if not len(self.queue) and not self.measure_due:
+            return
+        if self._task is not None and not self._task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._task = loop.create_task(self._loop())
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _loop(self) -> None:
+        host = self.host
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0)  # a request being scheduled goes first
+            model = host.model
+            if host.foreground or host.closed or model is None or not host.settings.warmup:
+                return
+            quiet = IDLE_AFTER_REQUEST_S - (time.monotonic() - host.last_foreground)
+            if quiet > 0:
+                await asyncio.sleep(quiet)
+                continue
+            if self.measure_due:
+                self.measure_due = False
+                self.preempt.clear()
+                await loop.run_in_executor(host.executor, host.remeasure, model)
+                continue
+            target = self.queue.pop()
+            if target is None:
+                return
+            self.preempt.clear()
+            self.warming = target.uri
+            try:
+                outcome = await loop.run_in_executor(host.executor, self._job, model, target, self.preempt)
+            except Exception:
+                logger.exception("idle-time work for %s failed", target.uri)
+                outcome = "failed"
+                self.failed.add(target.uri)
+            finally:
+                self.warming = None
+            self._send_upgrades()
+            if outcome == "preempted":
+                host.stats.warm_preempted += 1
+                self.queue.requeue(target)
+
+    async def settle(self, timeout_s: float = 60.0) -> bool:
+        """Wait until idle-time work is done (for tests, benchmarks and the CLI); False on
+        timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            task = self._task
+            if (task is None or task.done()) and not len(self.queue) and not self.measure_due:
+                return True
+            if task is None or task.done():
+                self.kick()
+                if self._task is None or self._task.done():
+                    return True  # nothing can run (warm-up off, no model)
+            await asyncio.sleep(0.01)
+        return False
+
+    # -------------------------------------------------------------------- job
+    def _job(self, model: LoadedModel, target: WarmTarget, preempt: threading.Event) -> str:
+        """One piece of idle-time work on the model thread: "done" or "preempted"."""
+        host = self.host
+        if model is not host.model or preempt.is_set():
+            return "preempted"
+        backend = model.backend
+        req = target.request
+        cur = CursorText.from_prefix_suffix(req.text[max(0, req.offset - 8192) : req.offset], req.text[req.offset : req.offset + 8192])
+        mode = decide_mode(cur, req.syntax) if target.cursor_known else Mode.NONE
+        key = host.cache_key(req, mode)
+        host.stats.warm_jobs += 1
+
+        full: tuple[Prompt, float] | None = None
+
+        def answer() -> str:
+            """Compute the suggestion at the cursor and keep it for when it is asked."""
+            result = host.run(model, req, mode, cur, preempt, full)
+            if result.stop_reason == "cancelled":
+                return "preempted"
+            host.cache_put(key, CacheEntry(result.text, result.prompt_kind, time.monotonic(), True, result.prompt_tokens))
+            if not target.speculative:
+                self._upgrade(req, cur, result)
+            return "done"
+
+        if target.speculative:
+            if mode is Mode.NONE or host.cache_get(key, req.uri) is not None:
+                return "done"
+            return answer()
+        prefill = getattr(backend, "prefill", None)
+        if prefill is None:
+            return "done"
+        full = host.full_prompt(model, req)
+        prompt = full[0]
+        slot = f"full:{req.uri}"
+        if not prompt.tokens:
+            self.full_ready[req.uri] = time.monotonic()
+            return "done"
+        cost = backend.eval_cost(prompt.tokens, slot)  # type: ignore[attr-defined]
+        if mode is not Mode.NONE and host.needs_quick(model, prompt, req.uri):
+            # Cursor region first: a quick answer while the full prompt is evaluated.
+            entry = host.cache_get(key, req.uri)
+            if entry is None and answer() == "preempted":
+                return "preempted"
+        if cost > 0:
+            res = prefill(prompt.tokens, slot, preempt, prefill_batch(host.perf))
+            host.stats.warm_tokens += res.evaluated
+            if not res.complete:
+                return "preempted"
+        self.full_ready[req.uri] = time.monotonic()
+        if mode is not Mode.NONE:
+            entry = host.cache_get(key, req.uri)
+            if entry is None or entry.kind != "full":
+                return answer()
+        return "done"
+
+    def _upgrade(self, req: CompletionRequest, cur: CursorText, result: CompletionResult) -> None:
+        """Tell the client when the full prompt's suggestion should replace a quick one it
+        shows (or hid) at the cursor the user is still at."""
+        host = self.host
+        shown = host.shown(req.uri)
+        if not upgrade_due(shown, req, cur.line_suffix, result) or host.on_upgrade is None:
+            return
+        assert shown is not None
+        shown.upgraded = True  # once: the client asks again and gets this suggestion
+        host.stats.upgrades += 1
+        self._upgrades.append(req)
+
+    def _send_upgrades(self) -> None:
+        """Call ``on_upgrade`` for what the last job found (on the event loop's thread)."""
+        found, self._upgrades = self._upgrades, []
+        callback = self.host.on_upgrade
+        for req in found:
+            if callback is None:
+                return
+            try:
+                callback(req)
+            except Exception:
+                logger.debug("upgrade callback failed", exc_info=True)
