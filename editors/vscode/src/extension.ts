@@ -15,7 +15,15 @@ import {
 } from "vscode-languageclient/node";
 
 import { StatusBar } from "./status";
-import { CLIENT_ONLY_SETTINGS, findServer, isQuillMarkdown, parseModelsList, restartDelayMs } from "./util";
+import {
+  CLIENT_ONLY_SETTINGS,
+  findServer,
+  isQuillMarkdown,
+  parseModelsList,
+  RefreshParams,
+  refreshApplies,
+  restartDelayMs,
+} from "./util";
 
 const SECTION = "quill";
 /** Wait for the cursor to settle before telling the server where it is. */
@@ -92,6 +100,8 @@ class QuillClient {
   private startedAt = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private inflight = 0;
+  /** Times the server said a better suggestion was ready here and we asked again. */
+  refreshes = 0;
   private modelState: "starting" | "loading" | "ready" | "error" = "starting";
   private modelDetail = "";
   private readonly serverKeys: string[];
@@ -317,6 +327,18 @@ class QuillClient {
       this.setModelState(params.state, params.detail ?? "");
       if (params.state === "ready" || params.state === "error") {
         void this.updateInfo();
+      }
+    });
+    // A better suggestion is ready where the cursor was (the full prompt's, replacing
+    // the quick one shown right after opening): ask again if the cursor is still there.
+    client.onNotification("quill/refreshInlineCompletion", (params: RefreshParams) => {
+      if (client !== this.client || !this.enabled) {
+        return;
+      }
+      const editor = vscode.window.activeTextEditor;
+      if (editor && refreshApplies(params, editor.document.uri.toString(), editor.selection.active, editor.selection.isEmpty)) {
+        this.refreshes++;
+        void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
       }
     });
     this.startedAt = Date.now();

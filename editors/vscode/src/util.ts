@@ -163,3 +163,29 @@ export function isQuillMarkdown(file: string, env: NodeJS.ProcessEnv = process.e
   const resolved = path.resolve(file);
   return quillCacheDirs(env).some((dir) => resolved.startsWith(dir + path.sep));
 }
+
+/** `quill/refreshInlineCompletion`: a better suggestion is ready at this cursor. */
+export interface RefreshParams {
+  textDocument: { uri: string; version?: number };
+  position: { line: number; character: number };
+}
+
+/**
+ * Whether a refresh applies to the editor the user is in: the same document, an empty
+ * selection, and the cursor still where the suggestion was asked for.
+ */
+export function refreshApplies(
+  params: RefreshParams | undefined,
+  uri: string,
+  cursor: { line: number; character: number },
+  selectionEmpty = true,
+): boolean {
+  if (!params || !params.textDocument || !params.position || !selectionEmpty) {
+    return false;
+  }
+  return (
+    params.textDocument.uri === uri &&
+    params.position.line === cursor.line &&
+    params.position.character === cursor.character
+  );
+}

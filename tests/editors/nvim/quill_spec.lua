@@ -281,6 +281,38 @@ local co = coroutine.create(function()
     health:find("server: ", 1, true) and health:find("version: quill-lsp", 1, true)
       and health:find("state ready", 1, true) and health:find("model: ", 1, true) ~= nil, nil)
   vim.cmd("bwipeout!")
+
+  -- 6b. Right after a long file is opened the server answers from a quick prompt (the
+  -- lines near the cursor); once its full prompt is evaluated, a different suggestion is
+  -- announced with quill/refreshInlineCompletion and the plugin asks again at the cursor:
+  -- the ghost text becomes the full prompt's.  The name to complete is defined far above.
+  local far = { "import statistics", "", "", "def quarterly_revenue_projection(sales, months):",
+    '    """Project the revenue of the next quarter from monthly sales."""',
+    "    return statistics.fmean(sales[-months:]) * 3" }
+  for i = 0, 23 do
+    vim.list_extend(far, { "", "", ("def helper_%d(values):"):format(i), ('    """Step %d of the pipeline."""'):format(i),
+      ("    out = [v * %d for v in values if v > %d]"):format(i + 2, i), ("    return sorted(out)[:%d]"):format(i + 3) })
+  end
+  vim.list_extend(far, { "", "", "def report(sales):", "    projected = quarterly" })
+  local far_path = vim.fn.fnamemodify(file, ":h") .. "/far_name.py"
+  vim.fn.writefile(far, far_path)
+  vim.cmd.edit(vim.fn.fnameescape(far_path))
+  api.nvim_win_set_cursor(0, { #lines(), 0 })
+  type_keys("A")
+  local refreshed_before = ghost.stats.refreshed
+  local quick = type_and_wait_ghost("_", 60000)
+  local refreshed = wait_until(function()
+    return ghost.stats.refreshed > refreshed_before
+  end, 300000)
+  local st = quill.status() or {}
+  local final = st.session and st.session.lastCompletion or {}
+  local shown = ghost.get()
+  step("a refresh from the server replaces the quick suggestion with the full prompt's", refreshed ~= nil
+    and final.promptKind == "full" and ((shown and shown.text) or "") == (final.text or ""),
+    { quick = quick and quick.text, shown = shown and shown.text, full = final.text, kind = final.promptKind,
+      refreshed = ghost.stats.refreshed - refreshed_before })
+  type_keys("<Esc>")
+  vim.cmd("bwipeout!")
   api.nvim_set_current_buf(sample_buf)
 
   -- 7. Code actions: "Explain with Quill" opens a float; a refactor action edits the buffer.

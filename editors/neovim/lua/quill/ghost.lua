@@ -30,6 +30,7 @@ local has_011 = vim.fn.has("nvim-0.11") == 1
 ---@field sugg? quill.Suggestion
 ---@field extmark? integer
 ---@field key_ns? integer   hrtime of the last keystroke seen (TextChangedI/CursorMovedI)
+---@field refresh? boolean  the request in flight answers a quill/refreshInlineCompletion
 
 ---@type table<integer, quill.BufState>
 local buffers = {}
@@ -37,7 +38,7 @@ local buffers = {}
 local opts = { debounce_ms = 60, hl_group = "QuillGhostText", enabled = function() return true end }
 
 --- Timings of the last suggestion shown (for :Quill status, the tests and benchmarks).
-M.stats = { requests = 0, cancelled = 0, shown = 0, last = nil }
+M.stats = { requests = 0, cancelled = 0, shown = 0, refreshed = 0, last = nil }
 
 ---@param o table
 function M.configure(o)
@@ -87,6 +88,7 @@ function M.cancel(bufnr)
   if st and st.req then
     local req = st.req
     st.req = nil
+    st.refresh = nil
     M.stats.cancelled = M.stats.cancelled + 1
     pcall(call, req.client, "cancel_request", req.id)
   end
@@ -232,6 +234,8 @@ local function request(bufnr)
       return -- cancelled or superseded
     end
     st.req = nil
+    local refreshing = st.refresh
+    st.refresh = nil
     if err then
       if err.code ~= REQUEST_CANCELLED and err.code ~= CONTENT_MODIFIED then
         vim.lsp.log.warn("quill: inlineCompletion failed", err)
@@ -246,6 +250,10 @@ local function request(bufnr)
       return -- the text moved on while the model was generating
     end
     local items = result and (result.items or result) or {}
+    if refreshing then
+      M.stats.refreshed = M.stats.refreshed + 1
+      M.clear(bufnr) -- a refresh replaces what is shown, with nothing if that is the answer
+    end
     for _, item in ipairs(items) do
       local text = item_text(bufnr, client, item, row, col)
       if text then
@@ -322,6 +330,33 @@ function M.suggest(bufnr)
   bufnr = bufnr or api.nvim_get_current_buf()
   state(bufnr).key_ns = uv.hrtime()
   request(bufnr)
+end
+
+--- `quill/refreshInlineCompletion`: the server has a better suggestion where the cursor was
+--- (the full prompt's, where a quick prompt's was shown or hidden right after opening).
+--- Ask again when the cursor is still there, in insert mode, with nothing scheduled.
+---@param params { textDocument: { uri: string }, position: { line: integer, character: integer } }
+function M.refresh(client, params)
+  if type(params) ~= "table" or type(params.textDocument) ~= "table" or type(params.position) ~= "table" then
+    return
+  end
+  local bufnr = api.nvim_get_current_buf()
+  if vim.uri_from_bufnr(bufnr) ~= params.textDocument.uri or not vim.fn.mode():match("^i") then
+    return
+  end
+  local st = state(bufnr)
+  if st.pending or st.req then
+    return -- the user typed on: that request answers
+  end
+  local pos = vim.lsp.util.make_position_params(0, client.offset_encoding or "utf-16").position
+  if pos.line ~= params.position.line or pos.character ~= params.position.character then
+    return
+  end
+  st.key_ns = uv.hrtime()
+  request(bufnr)
+  if st.req then
+    st.refresh = true
+  end
 end
 
 local function next_word(text)

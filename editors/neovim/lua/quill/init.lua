@@ -278,6 +278,12 @@ function M.attach(bufnr)
     handlers = {
       ["window/showDocument"] = explain.show_document,
       ["quill/modelState"] = on_model_state,
+      ["quill/refreshInlineCompletion"] = function(_, params, ctx)
+        local client = vim.lsp.get_client_by_id(ctx.client_id)
+        if client and enabled and not M.native() then
+          ghost.refresh(client, params)
+        end
+      end,
     },
     on_init = function(client)
       started_at = uv.now()

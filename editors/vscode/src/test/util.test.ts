@@ -5,7 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
 
-import { findServer, isQuillMarkdown, parseModelsList, restartDelayMs } from "../util";
+import { findServer, isQuillMarkdown, parseModelsList, refreshApplies, restartDelayMs } from "../util";
 
 test("parseModelsList reads the table of `quill-lsp models list`", () => {
   const out = [
@@ -57,4 +57,14 @@ test("isQuillMarkdown accepts Markdown under the Quill cache only", () => {
   assert.equal(isQuillMarkdown("/tmp/qc/explain/abc.txt", env), false);
   assert.equal(isQuillMarkdown("/home/u/project/README.md", env), false);
   assert.equal(isQuillMarkdown(path.join(os.homedir(), ".cache", "quill", "x.md"), {}), true);
+});
+
+test("refreshApplies asks again only at the same cursor of the same document", () => {
+  const params = { textDocument: { uri: "file:///w/a.py", version: 3 }, position: { line: 4, character: 11 } };
+  assert.equal(refreshApplies(params, "file:///w/a.py", { line: 4, character: 11 }), true);
+  assert.equal(refreshApplies(params, "file:///w/a.py", { line: 4, character: 12 }), false);
+  assert.equal(refreshApplies(params, "file:///w/a.py", { line: 5, character: 11 }), false);
+  assert.equal(refreshApplies(params, "file:///w/b.py", { line: 4, character: 11 }), false);
+  assert.equal(refreshApplies(params, "file:///w/a.py", { line: 4, character: 11 }, false), false);
+  assert.equal(refreshApplies(undefined, "file:///w/a.py", { line: 4, character: 11 }), false);
 });
