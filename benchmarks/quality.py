@@ -19,8 +19,16 @@ and the cross_file_name hit rate (repo_line) or pass@1 (fim_random_span).
 Moments (``--moments``): "warm" (default) reports the cursor and asks once the server
 says (``quill/status``) that the document's full prompt is evaluated: the quality of
 every request after the first in a file.  "cold" asks right after opening: the first
-request in a file, answered from a short quick prompt (see docs/latency.md).  "session-off"
-asks right after opening with the session features off (always the full prompt).
+request in a file, answered from a short quick prompt (see docs/latency.md).  "after:S"
+reports the cursor 150 ms after opening (as Quill's clients do) and asks S seconds after
+the open.  "refresh:S" asks right after opening and then waits at the cursor up to S
+seconds: when the server sends ``quill/refreshInlineCompletion`` there, it asks again (as
+Quill's clients do) and the second answer is scored (its latency column stays the first
+answer's; the JSON has ``refreshedAfterMs``).  "type:N" asks right after opening, then
+types the first N characters of the expected text a key every 120 ms, asking after each:
+the last answer is scored with the typed characters in front of it, and the latency
+column is the median keystroke's.  "session-off" asks right after opening with the session
+features off (always the full prompt).
 
 Rows (``--rows``, issue 11): "today" has the validity gate, multi-line growth, candidates
 and the confidence bar off; "gate", "multiline", "candidates", "confidence" turn one on;
@@ -127,6 +135,12 @@ class Session:
             if state in ("ready", "error"):
                 self.model_settled.set()
 
+        self.refreshes: list[dict[str, Any]] = []  # quill/refreshInlineCompletion received
+
+        @self.client.feature("quill/refreshInlineCompletion")
+        def _refresh(params: Any) -> None:
+            self.refreshes.append(plain(params))
+
         @self.client.feature(types.WINDOW_SHOW_MESSAGE)
         def _show(params: types.ShowMessageParams) -> None:
             print(f"  [server] {params.message}", file=sys.stderr)
@@ -178,23 +192,94 @@ class Session:
         return True
 
     async def complete(
-        self, path: Path, text: str, line: int, character: int, moment: str = "warm"
+        self, path: Path, text: str, line: int, character: int, moment: str = "warm", truth: str = ""
     ) -> tuple[str, float, dict[str, Any]]:
-        """One completion.  ``moment`` "warm": the editor reports the cursor and the user
-        asks once the server has evaluated the full prompt (what every later request in a
-        file gets); "cold": asked right after opening (the first request in a file)."""
+        """One completion at a moment of a session (see the module docstring): "warm",
+        "cold", "after:S", "refresh:S" or "type:N" (``truth``: what the user goes on to type)."""
         uri = path.as_uri()
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
                 text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
             )
         )
+        t_open = time.perf_counter()
+        cursor = {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
         if moment == "warm":
-            self.client.protocol.notify(
-                "quill/didMoveCursor", {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
-            )
+            self.client.protocol.notify("quill/didMoveCursor", cursor)
             await self.wait_warm(uri)
+        elif moment.startswith("after:"):
+            # As Quill's clients do: the cursor is reported 150 ms after it settles.
+            await asyncio.sleep(0.15)
+            self.client.protocol.notify("quill/didMoveCursor", cursor)
+            await asyncio.sleep(max(0.0, float(moment[6:]) - (time.perf_counter() - t_open)))
+        self.refreshes.clear()
         t0 = time.perf_counter()
+        texts = await self._ask(uri, line, character)
+        ms = (time.perf_counter() - t0) * 1000
+        detail = await self._last_completion()
+        if moment.startswith("type:"):
+            # The user types the first N characters of what belongs there, a key every
+            # 120 ms, each sent and asked for as an editor does; the last answer counts,
+            # with the typed characters in front of it.
+            typed = ""
+            keystroke_ms: list[float] = []
+            for ch in truth[: int(moment[5:])]:
+                if ch == "\n":
+                    break
+                await asyncio.sleep(0.12)
+                self.client.text_document_did_change(
+                    types.DidChangeTextDocumentParams(
+                        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2 + len(typed)),
+                        content_changes=[
+                            types.TextDocumentContentChangePartial(
+                                range=types.Range(
+                                    start=types.Position(line=line, character=character + len(typed)),
+                                    end=types.Position(line=line, character=character + len(typed)),
+                                ),
+                                text=ch,
+                            )
+                        ],
+                    )
+                )
+                typed += ch
+                tk = time.perf_counter()
+                texts = await self._ask(uri, line, character + len(typed))
+                keystroke_ms.append((time.perf_counter() - tk) * 1000)
+            if typed:
+                detail = await self._last_completion()
+                detail["keystrokeMs"] = keystroke_ms
+                texts = [typed + t for t in texts] or [typed]
+                ms = statistics.median(keystroke_ms)
+        if moment.startswith("refresh:"):
+            # The user waits at the cursor: a refresh from the server is asked again, as
+            # Quill's clients do; what is scored is what shows at the end.
+            limit = t0 + float(moment[8:])
+            while time.perf_counter() < limit and not self._refreshed(uri, line, character):
+                status = plain(await self.client.protocol.send_request_async("quill/status", {}))
+                state = next((d.get("state") for d in status.get("documents") or [] if d.get("uri") == uri), None)
+                if state in ("ready", "failed"):
+                    await asyncio.sleep(0.2)
+                    break
+                await asyncio.sleep(0.05)
+            if self._refreshed(uri, line, character):
+                detail["refreshedAfterMs"] = (time.perf_counter() - t0) * 1000
+                detail["firstText"] = texts[0] if texts else ""
+                texts = await self._ask(uri, line, character)
+                detail.update({k: v for k, v in (await self._last_completion()).items() if k != "refreshedAfterMs"})
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+        if self.invoked:
+            detail["items"] = texts
+        return (texts[0] if texts else ""), ms, detail
+
+    def _refreshed(self, uri: str, line: int, character: int) -> bool:
+        return any(
+            r.get("textDocument", {}).get("uri") == uri and r.get("position") == {"line": line, "character": character}
+            for r in self.refreshes
+        )
+
+    async def _ask(self, uri: str, line: int, character: int) -> list[str]:
         result = await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
@@ -206,17 +291,12 @@ class Session:
                 ),
             )
         )
-        ms = (time.perf_counter() - t0) * 1000
-        status = plain(await self.client.protocol.send_request_async("quill/status", {}))
-        detail = dict((status.get("session") or {}).get("lastCompletion") or {})
-        self.client.text_document_did_close(
-            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
-        )
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-        texts = [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
-        if self.invoked:
-            detail["items"] = texts
-        return (texts[0] if texts else ""), ms, detail
+        return [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
+
+    async def _last_completion(self) -> dict[str, Any]:
+        status = plain(await self.client.protocol.send_request_async("quill/status", {}))
+        return dict((status.get("session") or {}).get("lastCompletion") or {})
 
     async def stop(self) -> None:
         try:
@@ -283,7 +363,9 @@ async def run_repo_line(
                     cut = "\n".join(lines)
                     path.write_text(cut, encoding="utf-8")
                     try:
-                        completion, ms, detail = await session.complete(path, cut, c["line"], c["character"], moment)
+                        completion, ms, detail = await session.complete(
+                            path, cut, c["line"], c["character"], moment, c["ground_truth"]
+                        )
                     finally:
                         path.write_text(original, encoding="utf-8")
                     first = completion.split("\n", 1)[0]
@@ -331,7 +413,7 @@ async def run_fim(
             text = c["prefix"] + c["suffix"]
             line = c["prefix"].count("\n")
             character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
-            completion, ms, detail = await session.complete(path, text, line, character, moment)
+            completion, ms, detail = await session.complete(path, text, line, character, moment, c["ground_truth"])
             outcomes.append(Outcome(c, setting, completion, ms, detail=detail))
             if show:
                 print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
@@ -436,6 +518,10 @@ def summarize(kind: str, setting: str, outcomes: list[Outcome]) -> dict[str, Any
     if any("any" in o.score for o in outcomes):
         row["any_right_n"] = sum(int(o.score.get("any", 0)) for o in outcomes)
         row["items_mean"] = statistics.fmean(len(o.detail.get("items") or []) for o in outcomes) if n else nan
+    refreshed = [o.detail["refreshedAfterMs"] for o in outcomes if o.detail.get("refreshedAfterMs") is not None]
+    if refreshed:
+        row["refreshed_n"] = len(refreshed)
+        row["refreshed_p50_ms"] = percentile(refreshed, 0.5)
     if kind == "repo_line":
         row["cross_file_name_hit"] = statistics.fmean(o.score["hit"] for o in outcomes) if n else nan
     else:
@@ -492,19 +578,24 @@ def print_sweep(kind: str, label: str, outcomes: list[Outcome]) -> None:
 
 # Feature rows: the server's settings for each (benchmarks the issue-11 features alone and
 # together against today's behaviour, all three off).
-def feature_rows(min_confidence: float) -> dict[str, dict[str, Any]]:
-    return {
+def feature_rows(min_confidence: float, quick_min_confidence: float | None = None) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {
         "default": {},
-        "today": {"validityGate": False, "multiline": False, "candidates": 1, "minConfidence": 0.0},
-        "gate": {"validityGate": True, "multiline": False, "candidates": 1, "minConfidence": 0.0},
-        "multiline": {"validityGate": False, "multiline": True, "candidates": 1, "minConfidence": 0.0},
-        "candidates": {"validityGate": False, "multiline": False, "candidates": 3, "minConfidence": 0.0},
+        "today": {"validityGate": False, "multiline": False, "candidates": 1, "minConfidence": 0.0, "quickMinConfidence": 0.0},
+        "gate": {"validityGate": True, "multiline": False, "candidates": 1, "minConfidence": 0.0, "quickMinConfidence": 0.0},
+        "multiline": {"validityGate": False, "multiline": True, "candidates": 1, "minConfidence": 0.0, "quickMinConfidence": 0.0},
+        "candidates": {"validityGate": False, "multiline": False, "candidates": 3, "minConfidence": 0.0, "quickMinConfidence": 0.0},
         "confidence": {"validityGate": False, "multiline": False, "candidates": 1, "minConfidence": min_confidence},
         "all": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": min_confidence},
-        "all-nobar": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": 0.0},
+        "all-nobar": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": 0.0, "quickMinConfidence": 0.0},
         "all-unsure": {"validityGate": True, "multiline": True, "candidates": 3, "minConfidence": min_confidence,
                        "unsureAlternatives": True},
     }
+    if quick_min_confidence is not None:  # the rows with a bar get the quick prompts' bar given
+        for row in rows.values():
+            if row.get("minConfidence"):
+                row["quickMinConfidence"] = quick_min_confidence
+    return rows
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -518,7 +609,7 @@ async def main_async(args: argparse.Namespace) -> int:
     # cold file: a quick prompt), and with the session features off (the behaviour before
     # them: always the full prompt).
     variants: list[tuple[str, str, str, dict[str, Any]]] = []  # (label, setting, moment, extra options)
-    table = feature_rows(args.min_confidence)
+    table = feature_rows(args.min_confidence, args.quick_min_confidence)
     row_names = [r.strip() for r in args.rows.split(",") if r.strip()]
     for setting in settings:
         for name in row_names:
@@ -528,6 +619,11 @@ async def main_async(args: argparse.Namespace) -> int:
                 variants.append((f"{setting}{tag}", setting, "warm", dict(feats)))
             if "cold" in moments:
                 variants.append((f"{setting}{tag} cold", setting, "cold", dict(feats)))
+            for m in moments:
+                if m.startswith(("after:", "refresh:")):
+                    variants.append((f"{setting}{tag} {m}", setting, m, dict(feats)))
+                elif m.startswith("type:"):  # typing through a suggestion needs the cache
+                    variants.append((f"{setting}{tag} {m}", setting, m, {**feats, "cacheCompletions": True}))
             if "session-off" in moments:
                 variants.append(
                     (f"{setting}{tag} session-off", setting, "cold",
@@ -579,6 +675,12 @@ async def main_async(args: argparse.Namespace) -> int:
     print_table(rows)
     for kind, label, outs in sweeps:
         print_sweep(kind, label, outs)
+    for r in rows:
+        if r.get("refreshed_n"):
+            print(
+                f"refreshed, {r['kind']} {r['setting']}: {r['refreshed_n']} of {r['cases']} answers replaced on the "
+                f"server's refresh, p50 {r['refreshed_p50_ms']:.0f} ms after the first answer"
+            )
     if timing is not None:
         print(
             f"retrieval per request (in-process, real tokenizer): first request of a document "
@@ -600,7 +702,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "setting": o.setting,
                             "completion": o.completion,
                             "latency_ms": o.latency_ms,
-                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw", "items")},
+                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw", "items", "refreshedAfterMs", "firstText")},
                             **o.score,
                         }
                         for o in all_outcomes
@@ -622,7 +724,9 @@ def main() -> int:
         "--moments",
         default="warm,cold",
         help="warm: asked once the server has evaluated the document's full prompt; cold: asked right after "
-        "opening (the first request in a file); session-off: asked right after opening with the session features off",
+        "opening (the first request in a file); after:S: asked S s after opening, the cursor reported; refresh:S: "
+        "asked at once, then again on the server's refresh within S s; session-off: asked right after opening with the "
+        "session features off",
     )
     ap.add_argument(
         "--rows",
@@ -639,6 +743,7 @@ def main() -> int:
         "which returns several suggestions: the first is scored, and how often any of them is right is printed",
     )
     ap.add_argument("--min-confidence", type=float, default=None, help="the bar for the confidence/all rows (default: the server's)")
+    ap.add_argument("--quick-min-confidence", type=float, default=None, help="the quick prompts' bar for the confidence/all rows (default: the server's)")
     ap.add_argument("--ablation", action="store_true", help="repo_line: also each kind of retrieved context left out")
     ap.add_argument("--ablation-row", default="today", help="the feature row the ablation runs with")
     ap.add_argument("--limit", type=int, help="at most N cases per kind (spread over repositories)")

@@ -71,6 +71,12 @@ class Settings:
     # (docs/suggestion-quality.md): on the dev sets, warm and cold, 93-100% of the right
     # suggestions stay and 22-56% of the wrong ones; on a held-out set 81-100% and 19-49%.
     min_confidence: float = 0.55
+    # The bar for suggestions from a quick prompt (the first request in a file whose full
+    # prompt is not evaluated yet; engine/progressive.py), which the full prompt's replaces
+    # when it differs.  0.6, measured on quick answers with the answers known
+    # (docs/latency.md): from 0.55 to 0.6 no right suggestion is lost and 20 -> 15 (dev
+    # repo-line, 60 cases) and 16 -> 12 (held-out, 60) wrong ones are shown.
+    quick_min_confidence: float = 0.6
     # When a suggestion is under ``min_confidence``, also try the next most likely start
     # where the model hesitated, and show it if it is sure (engine/candidates.py).  More
     # right suggestions, at a latency cost: on the repo-line dev set 25 -> 27 exact of 164
@@ -187,6 +193,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "multiline": ("multiline", _as_bool),
     "candidates": ("candidates", _as_int(1, 8)),
     "minConfidence": ("min_confidence", _as_float(0.0, 1.0)),
+    "quickMinConfidence": ("quick_min_confidence", _as_float(0.0, 1.0)),
     "unsureAlternatives": ("unsure_alternatives", _as_bool),
 }
 

@@ -131,6 +131,33 @@ def own_logprobs(lps: Sequence[float], n_forced: int) -> Sequence[float]:
     return lps[n_forced:] or lps
 
 
+def own_token_scores(gen: GenerationResult, forced_len: int, kept_len: int) -> tuple[tuple[int, float], ...]:
+    """(start offset in the suggestion, log-probability) of each token the model wrote
+    itself within the first ``kept_len`` characters of the suggestion."""
+    if not gen.logprobs or len(gen.token_ends) != len(gen.logprobs):
+        return ()
+    out: list[tuple[int, float]] = []
+    start = 0
+    for lp, end in zip(gen.logprobs, gen.token_ends, strict=True):
+        if start >= forced_len + kept_len:
+            break
+        if start >= forced_len:
+            out.append((start - forced_len, lp))
+        start = end
+    return tuple(out)
+
+
+def rest_confidence(scores: Sequence[tuple[int, float]], typed: int) -> float | None:
+    """The confidence (``Candidate.confidence``'s measure) of what is left of a suggestion
+    once the user typed its first ``typed`` characters: the token they end inside spells
+    typed text and is not scored, as in a request made there.  None: nothing to score."""
+    own = [lp for start, lp in scores if start >= typed]
+    if not own:
+        return None
+    mean = sum(own) / len(own)
+    return math.exp(min(mean, min(own[:EARLY_TOKENS]) / 2))
+
+
 def boundaries(gen: GenerationResult, forced_len: int) -> list[int]:
     """Token ends as offsets in the suggestion (after the forced prefix)."""
     return [e - forced_len for e in gen.token_ends if e > forced_len]

@@ -54,7 +54,8 @@ async def client(request, lsp_client: LanguageClient, tmp_path_factory):
         root_uri=root.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name="ws")],
         # No confidence bar: these tests are about when suggestions come, not which are shown.
-        initialization_options={"workspaceContext": False, "requestTimeoutS": 600, "minConfidence": 0},
+        initialization_options={"workspaceContext": False, "requestTimeoutS": 600, "minConfidence": 0,
+                                "quickMinConfidence": 0},
     )
     refreshes: list[dict[str, Any]] = []
 
@@ -102,7 +103,7 @@ def doc_state(st: dict[str, Any], uri: str) -> str | None:
 
 
 def configure(client: LanguageClient, **settings: Any) -> None:
-    settings = {"minConfidence": 0, **settings}
+    settings = {"minConfidence": 0, "quickMinConfidence": 0, **settings}
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"quill": settings}))
 
 

@@ -287,3 +287,80 @@ async def test_a_full_prompt_answer_is_never_upgraded():
     assert await engine.settle(10)
     assert seen == []
     engine.shutdown()
+
+
+async def test_a_quick_suggestion_has_its_own_bar_and_the_full_prompts_replaces_it():
+    import math
+
+    model = slot_fake_loaded(lambda p: "result\n")
+    backend = model.backend
+    plain_generate = backend.generate
+
+    def sure_of_it(request, cancel):  # every token at probability 0.58
+        r = plain_generate(request, cancel)
+        r.logprobs = [math.log(0.58)] * len(r.tokens)
+        r.token_ends = list(range(1, len(r.tokens) + 1))
+        return r
+
+    backend.generate = sure_of_it
+    engine = CompletionEngine(Settings(min_confidence=0.55, quick_min_confidence=0.6), loader=lambda s: model)
+    seen = _upgrades(engine)
+    doc = BIG + "total = "
+    quick = await engine.complete(req(doc))
+    assert quick is not None and quick.prompt_kind == "quick"
+    assert quick.text == "" and quick.hidden == "confidence"  # 0.58 is under the quick bar
+    assert await engine.settle(10)
+    assert seen == [("file:///w/a.py", len(doc))]  # nothing was shown; the full prompt has one
+    full = await engine.complete(req(doc))
+    assert full is not None and full.prompt_kind == "full" and full.text == "result"  # over the full bar
+    engine.shutdown()
+
+
+def _scored(model, probs):
+    """The fake's generations with these token probabilities (the last one repeated)."""
+    import math
+
+    backend = model.backend
+    plain_generate = backend.generate
+
+    def generate(request, cancel):
+        r = plain_generate(request, cancel)
+        n = len(r.tokens)
+        r.logprobs = [math.log(probs[min(i, len(probs) - 1)]) for i in range(n)]
+        r.token_ends = list(range(1, n + 1))
+        return r
+
+    backend.generate = generate
+    return backend
+
+
+async def test_typing_the_start_of_a_hidden_suggestion_shows_its_rest_once_the_model_is_sure_of_it():
+    model = slot_fake_loaded(lambda p: "result\n")
+    backend = _scored(model, [0.9, 0.2, 0.95])  # (the healed space,) unsure of "r", sure of the rest
+    engine = CompletionEngine(Settings(min_confidence=0.55), loader=lambda s: model)
+    doc = "x = 1\ny = "
+    first = await engine.complete(req(doc))
+    assert first is not None and first.text == "" and first.hidden == "confidence"
+    calls = len(backend.calls)
+    typed = await engine.complete(req(doc + "r"))
+    assert typed is not None and typed.text == "esult" and typed.stop_reason == "type-through"
+    assert len(backend.calls) == calls  # nothing generated
+    other = await engine.complete(req(doc + "q"))  # not its start: asked anew
+    assert other is not None and other.stop_reason != "type-through"
+    engine.shutdown()
+
+
+async def test_typing_the_start_of_a_hidden_suggestion_the_model_is_unsure_of_stays_silent_at_once():
+    model = slot_fake_loaded(lambda p: "result\n")
+    backend = _scored(model, [0.3])
+    engine = CompletionEngine(Settings(min_confidence=0.55), loader=lambda s: model)
+    doc = "x = 1\ny = "
+    first = await engine.complete(req(doc))
+    assert first is not None and first.text == "" and first.hidden == "confidence"
+    calls = len(backend.calls)
+    for n in range(1, 4):
+        typed = await engine.complete(req(doc + "result"[:n]))
+        assert typed is not None and typed.text == "" and typed.hidden == "confidence"
+        assert typed.stop_reason == "type-through"
+    assert len(backend.calls) == calls
+    engine.shutdown()

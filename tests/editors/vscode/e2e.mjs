@@ -44,6 +44,28 @@ const otherModel = process.env.QUILL_TEST_OTHER_MODEL ?? (() => {
   }
 })();
 
+// A name defined far above the cursor: a quick prompt cannot see it, the full prompt can.
+const FAR_NAME = [
+  "import statistics",
+  "",
+  "",
+  "def quarterly_revenue_projection(sales, months):",
+  '    """Project the revenue of the next quarter from monthly sales."""',
+  "    return statistics.fmean(sales[-months:]) * 3",
+  ...Array.from({ length: 24 }, (_, i) => [
+    "",
+    "",
+    `def helper_${i}(values):`,
+    `    """Step ${i} of the pipeline."""`,
+    `    out = [v * ${i + 2} for v in values if v > ${i}]`,
+    `    return sorted(out)[:${i + 3}]`,
+  ]).flat(),
+  "",
+  "",
+  "def report(sales):",
+  "    projected = quarterly",
+].join("\n");
+
 const SAMPLE = `import math
 
 
@@ -185,6 +207,7 @@ async function main() {
         "quill.threads": threads,
         // No confidence bar: the steps check the client in many contexts (tests/lsp test the bar).
         "quill.minConfidence": 0,
+        "quill.quickMinConfidence": 0,
         "quill.trace.server": process.env.QUILL_TEST_TRACE || "off",
       },
       null,
@@ -331,6 +354,43 @@ async function main() {
       await page.keyboard.press("Escape");
     }
     step("ghost text in each further context", results.timings.keystrokeToGhostSamplesMs.every((v) => v !== null), results.timings.keystrokeToGhostSamplesMs);
+
+    // A long file just opened: the first suggestion comes from a quick prompt (the lines
+    // near the cursor); once the full prompt is evaluated and its suggestion differs, the
+    // server sends quill/refreshInlineCompletion and the extension asks again at the
+    // cursor: the ghost text changes to the full prompt's (the name defined far above).
+    fs.writeFileSync(path.join(ws, "far_name.py"), FAR_NAME);
+    await page.keyboard.press("Control+P");
+    await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+    await page.keyboard.type("far_name.py");
+    await page.locator('.quick-input-list .monaco-list-row:has-text("far_name.py")').first().waitFor({ timeout: 30000 });
+    await page.keyboard.press("Enter");
+    await sleep(500);
+    await page.click(".editor-instance .view-lines");
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type("_");
+    const ghostNow = () =>
+      page.evaluate(() =>
+        [...document.querySelectorAll(".ghost-text-decoration, .ghost-text-decoration-preview")].map((e) => e.textContent).join(""),
+      );
+    const quickShown = await page.waitForSelector(".ghost-text-decoration", { timeout: 60000 }).then(() => true).catch(() => false);
+    const quickText = quickShown ? await ghostNow() : "";
+    const serverLog = path.join(tmp, "server.log");
+    let refreshedText = null;
+    const tr = Date.now();
+    while (Date.now() - tr < 180000) {
+      const told = fs.existsSync(serverLog) && fs.readFileSync(serverLog, "utf8").includes("quill/refreshInlineCompletion sent");
+      const now = await ghostNow();
+      if (told && now && now !== quickText) {
+        refreshedText = now;
+        break;
+      }
+      await sleep(200);
+    }
+    results.refresh = { quick: quickText, refreshed: refreshedText, ms: Date.now() - tr };
+    step("a refresh from the server replaces the quick suggestion with the full prompt's", refreshedText !== null, results.refresh);
+    await page.screenshot({ path: path.join(artifacts, "vscode-refresh.png") });
+    await page.keyboard.press("Escape");
 
 
     // The status command asks the server (quill/status).

@@ -23,7 +23,7 @@ M.defaults = {
   --- contextTokens, maxTokens, temperature, debounceMs, workspaceContext, enabled,
   --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv, secretPaths (a list of globs),
   --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup, validityGate, multiline, candidates, minConfidence,
-  --- unsureAlternatives).  Unset keys keep the server's defaults.
+  --- quickMinConfidence, unsureAlternatives).  Unset keys keep the server's defaults.
   settings = {},
   --- Milliseconds to wait after the last keystroke before asking for a suggestion.
   debounce_ms = 60,
@@ -58,7 +58,7 @@ local SERVER_KEYS = {
   enabled = "boolean", cacheCompletions = "boolean", secretPaths = "table", indexMaxFiles = "number",
   latencyTargetMs = "number", kvCacheMb = "number", warmup = "boolean",
   validityGate = "boolean", multiline = "boolean", candidates = "number", minConfidence = "number",
-  unsureAlternatives = "boolean",
+  quickMinConfidence = "number", unsureAlternatives = "boolean",
 }
 M.SERVER_KEYS = SERVER_KEYS
 
