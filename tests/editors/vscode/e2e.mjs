@@ -373,24 +373,33 @@ async function main() {
       page.evaluate(() =>
         [...document.querySelectorAll(".ghost-text-decoration, .ghost-text-decoration-preview")].map((e) => e.textContent).join(""),
       );
-    const quickShown = await page.waitForSelector(".ghost-text-decoration", { timeout: 60000 }).then(() => true).catch(() => false);
-    const quickText = quickShown ? await ghostNow() : "";
+    // The quick suggestion may not show: while VS Code's own word suggestions are open
+    // (after "_", with quarterly_revenue_projection among them), it shows only an inline
+    // completion that extends the selected word.
     const serverLog = path.join(tmp, "server.log");
-    let refreshedText = null;
+    const told = () => fs.existsSync(serverLog) && fs.readFileSync(serverLog, "utf8").includes("quill/refreshInlineCompletion sent");
     const tr = Date.now();
-    while (Date.now() - tr < 180000) {
-      const told = fs.existsSync(serverLog) && fs.readFileSync(serverLog, "utf8").includes("quill/refreshInlineCompletion sent");
+    let quickText = "";
+    while (Date.now() - tr < 180000 && !told()) {
+      quickText = (await ghostNow()) || quickText;
+      await sleep(100);
+    }
+    let refreshedText = null;
+    while (told() && Date.now() - tr < 200000) {
       const now = await ghostNow();
-      if (told && now && now !== quickText) {
+      if (now && now.includes("revenue_projection")) {
         refreshedText = now;
         break;
       }
-      await sleep(200);
+      await sleep(100);
     }
-    results.refresh = { quick: quickText, refreshed: refreshedText, ms: Date.now() - tr };
+    results.refresh = { quickSeen: quickText, told: told(), refreshed: refreshedText, ms: Date.now() - tr };
     step("a refresh from the server replaces the quick suggestion with the full prompt's", refreshedText !== null, results.refresh);
     await page.screenshot({ path: path.join(artifacts, "vscode-refresh.png") });
     await page.keyboard.press("Escape");
+    // Back to sample.py, which the steps below work on.
+    await runCommand(page, "View: Revert and Close Editor");
+    await page.waitForFunction(() => document.title.includes("sample.py"), null, { timeout: 15000 }).catch(() => {});
 
 
     // The status command asks the server (quill/status).
