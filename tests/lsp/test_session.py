@@ -222,8 +222,12 @@ def far_name_case() -> tuple[str, int, int]:
 
 async def test_the_full_prompts_answer_replaces_a_different_quick_one_on_a_refresh(client: LanguageClient):
     await wait_ready(client)
-    configure(client, cacheCompletions=True, warmup=True, latencyTargetMs=1000, workspaceContext=False,
+    # Quick prompts need per-document KV states (kvCacheMb, which an earlier test may have
+    # turned off: changing it reloads the model).
+    configure(client, cacheCompletions=True, warmup=True, latencyTargetMs=1000, kvCacheMb=512, workspaceContext=False,
               requestTimeoutS=600)
+    await asyncio.sleep(0.5)
+    await wait_ready(client)
     refreshes: list[dict[str, Any]] = client.refreshes  # type: ignore[attr-defined]
     text, line, col = far_name_case()
     uri = open_doc(client, text, f"refresh_{uuid.uuid4().hex[:6]}.py")
