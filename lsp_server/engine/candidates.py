@@ -77,11 +77,7 @@ class Candidate:
         """0..1: the geometric mean of the probabilities of the tokens the model wrote
         itself, or the square root of the lowest of them among the first
         ``EARLY_TOKENS``, whichever is lower."""
-        if self.mean_logprob == -math.inf:
-            return 0.0
-        own = own_logprobs(self.logprobs, self.forced)
-        early = min(own[:EARLY_TOKENS]) / 2 if own else 0.0
-        return math.exp(min(self.mean_logprob, early))
+        return confidence_of(self.mean_logprob, own_logprobs(self.logprobs, self.forced))
 
     @property
     def tier(self) -> int:
@@ -131,31 +127,28 @@ def own_logprobs(lps: Sequence[float], n_forced: int) -> Sequence[float]:
     return lps[n_forced:] or lps
 
 
-def own_token_scores(gen: GenerationResult, forced_len: int, kept_len: int) -> tuple[tuple[int, float], ...]:
-    """(start offset in the suggestion, log-probability) of each token the model wrote
-    itself within the first ``kept_len`` characters of the suggestion."""
-    if not gen.logprobs or len(gen.token_ends) != len(gen.logprobs):
-        return ()
-    out: list[tuple[int, float]] = []
-    start = 0
-    for lp, end in zip(gen.logprobs, gen.token_ends, strict=True):
-        if start >= forced_len + kept_len:
-            break
-        if start >= forced_len:
-            out.append((start - forced_len, lp))
-        start = end
-    return tuple(out)
+def confidence_of(mean_logprob: float, own: Sequence[float]) -> float:
+    """``Candidate.confidence``'s measure from the mean log-probability and the model's
+    own tokens' log-probabilities, in order."""
+    if mean_logprob == -math.inf:
+        return 0.0
+    early = min(own[:EARLY_TOKENS]) / 2 if own else 0.0
+    return math.exp(min(mean_logprob, early))
+
+
+def own_token_scores(gen: GenerationResult, cand: Candidate, forced_len: int) -> tuple[tuple[int, float], ...]:
+    """(start offset in the suggestion, log-probability) of each token of ``cand`` (made
+    from ``gen``) that the model wrote itself."""
+    starts = [0, *gen.token_ends]
+    return tuple((starts[i] - forced_len, cand.logprobs[i]) for i in range(cand.forced, len(cand.logprobs)))
 
 
 def rest_confidence(scores: Sequence[tuple[int, float]], typed: int) -> float | None:
-    """The confidence (``Candidate.confidence``'s measure) of what is left of a suggestion
-    once the user typed its first ``typed`` characters: the token they end inside spells
-    typed text and is not scored, as in a request made there.  None: nothing to score."""
+    """The confidence of what is left of a suggestion once the user typed its first
+    ``typed`` characters: the token they end inside spells typed text and is not scored,
+    as in a request made there.  None: nothing to score."""
     own = [lp for start, lp in scores if start >= typed]
-    if not own:
-        return None
-    mean = sum(own) / len(own)
-    return math.exp(min(mean, min(own[:EARLY_TOKENS]) / 2))
+    return confidence_of(sum(own) / len(own), own) if own else None
 
 
 def boundaries(gen: GenerationResult, forced_len: int) -> list[int]:

@@ -255,14 +255,14 @@ class CompletionEngine:
         last = self._last.get(req.uri)
         if last is None:
             return None
-        if last.kind == "quick" and self.idle.full_ready.get(req.uri, -1.0) > last.at:
+        if self.idle.outdated(req.uri, last.kind, last.at):
             return None
         if req.offset < len(last.prefix) or cur.line_suffix != last.line_suffix:
             return None
         if req.text[: len(last.prefix)] != last.prefix:
             return None
         typed = req.text[len(last.prefix) : req.offset]
-        hidden = last.hidden if not last.text else None
+        hidden = last.hidden  # set only where nothing was shown
         text = hidden.text if hidden is not None else last.text
         if not typed or "\n" in typed or not text.startswith(typed) or len(typed) >= len(text):
             return None
@@ -290,7 +290,7 @@ class CompletionEngine:
             entry = self._cache.get(key)
             if entry is None:
                 return None
-            if entry.kind == "quick" and self.idle.full_ready.get(uri, -1.0) > entry.at:
+            if self.idle.outdated(uri, entry.kind, entry.at):
                 del self._cache[key]
                 return None
             self._cache.move_to_end(key)
@@ -463,13 +463,6 @@ class CompletionEngine:
         )
         return prompt, (t1 - t0) * 1000
 
-    def _quick_chunks(self, full: Prompt) -> list[ContextChunk]:
-        """What a quick prompt carries besides the cursor region: the full prompt's hint
-        line.  (Retrieving definitions, scope and imports for the quick window instead, at
-        35% or 50% of its budget, measured no better: repo-line cold, 60 cases, bar off,
-        exact 5 / 4 / 5 and cross-file names 15 / 9 / 17.)"""
-        return [c for c in full.chunks_used if c.kind == HINT_KIND]
-
     def _quick_prompt(
         self, model: LoadedModel, req: CompletionRequest, tokens: int, hints: Sequence[ContextChunk] = ()
     ) -> Prompt:
@@ -523,9 +516,8 @@ class CompletionEngine:
         prompt, context_ms = full if full is not None else self.full_prompt(model, req)
         kind, slot = "full", f"full:{req.uri}"
         if self.needs_quick(model, prompt, req.uri):
-            tokens = self.affordable_tokens()
-            chunks = self._quick_chunks(prompt)
-            prompt, kind, slot = self._quick_prompt(model, req, tokens, chunks), "quick", f"quick:{req.uri}"
+            hints = [c for c in prompt.chunks_used if c.kind == HINT_KIND]
+            prompt, kind, slot = self._quick_prompt(model, req, self.affordable_tokens(), hints), "quick", f"quick:{req.uri}"
         t2 = time.perf_counter()
         if not prompt.tokens:  # nothing before the cursor, and no markup: nothing to go on
             return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)
@@ -666,7 +658,7 @@ class CompletionEngine:
         if best is None and first.text:
             hidden = "confidence" if rank([first]) else "gate"
             if hidden == "confidence":
-                scores = own_token_scores(gen, len(forced), len(first.text))
+                scores = own_token_scores(gen, first, len(forced))
                 kept = HiddenSuggestion(first.text, scores, opts.min_confidence) if scores else None
         elif best is None and text:
             hidden = "gate"

@@ -173,6 +173,11 @@ class IdleWork:
         self.queue.clear()
         self.preempt.set()
 
+    def outdated(self, uri: str, kind: str, at: float) -> bool:
+        """Whether a suggestion of prompt ``kind`` made at ``at`` is superseded: a quick
+        prompt's, once the document's full prompt has been evaluated since."""
+        return kind == "quick" and self.full_ready.get(uri, -1.0) > at
+
     def document_state(self, uri: str) -> str:
         """"warming" while idle-time work for ``uri`` is pending or running, "ready" once
         its full prompt has been evaluated, "failed" when that work raised, else "cold"."""
