@@ -136,21 +136,6 @@ def confidence_of(mean_logprob: float, own: Sequence[float]) -> float:
     return math.exp(min(mean_logprob, early))
 
 
-def own_token_scores(gen: GenerationResult, cand: Candidate, forced_len: int) -> tuple[tuple[int, float], ...]:
-    """(start offset in the suggestion, log-probability) of each token of ``cand`` (made
-    from ``gen``) that the model wrote itself."""
-    starts = [0, *gen.token_ends]
-    return tuple((starts[i] - forced_len, cand.logprobs[i]) for i in range(cand.forced, len(cand.logprobs)))
-
-
-def rest_confidence(scores: Sequence[tuple[int, float]], typed: int) -> float | None:
-    """The confidence of what is left of a suggestion once the user typed its first
-    ``typed`` characters: the token they end inside spells typed text and is not scored,
-    as in a request made there.  None: nothing to score."""
-    own = [lp for start, lp in scores if start >= typed]
-    return confidence_of(sum(own) / len(own), own) if own else None
-
-
 def boundaries(gen: GenerationResult, forced_len: int) -> list[int]:
     """Token ends as offsets in the suggestion (after the forced prefix)."""
     return [e - forced_len for e in gen.token_ends if e > forced_len]

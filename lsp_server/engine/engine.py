@@ -28,9 +28,7 @@ from lsp_server.engine.candidates import (
     ChoiceOptions,
     choose,
     make_candidate,
-    own_token_scores,
     rank,
-    rest_confidence,
 )
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
@@ -42,7 +40,6 @@ from lsp_server.engine.requests import (
     CompletionRequest,
     CompletionResult,
     ContextProvider,
-    HiddenSuggestion,
     LastResult,
     SessionStats,
 )
@@ -96,7 +93,6 @@ class _Choice:
     ms: float = 0.0
     logprobs: tuple[float, ...] = ()
     forced_tokens: int = 0
-    hidden_suggestion: HiddenSuggestion | None = None
 
 
 ModelLoader = Callable[[Settings], LoadedModel]
@@ -247,11 +243,8 @@ class CompletionEngine:
         if event is not None:
             event.set()
 
-    def _type_through(self, req: CompletionRequest, cur: CursorText) -> tuple[str, bool] | None:
-        """The rest of the last suggestion when the user typed its start, and whether it is
-        shown: the rest of a suggestion the bar hid is shown only when its own confidence
-        reaches the bar (the model's next tokens would be the same ones; nothing is
-        generated either way)."""
+    def _type_through(self, req: CompletionRequest, cur: CursorText) -> str | None:
+        """The rest of the last suggestion when the user typed its start."""
         last = self._last.get(req.uri)
         if last is None:
             return None
@@ -262,16 +255,9 @@ class CompletionEngine:
         if req.text[: len(last.prefix)] != last.prefix:
             return None
         typed = req.text[len(last.prefix) : req.offset]
-        hidden = last.hidden  # set only where nothing was shown
-        text = hidden.text if hidden is not None else last.text
-        if not typed or "\n" in typed or not text.startswith(typed) or len(typed) >= len(text):
+        if not typed or "\n" in typed or not last.text.startswith(typed) or len(typed) >= len(last.text):
             return None
-        if hidden is None:
-            return text[len(typed) :], True
-        conf = rest_confidence(hidden.scores, len(typed))
-        if conf is None:
-            return None
-        return text[len(typed) :], conf >= hidden.bar
+        return last.text[len(typed) :]
 
     def cache_key(self, req: CompletionRequest, mode: Mode) -> tuple[object, ...]:
         return (
@@ -316,20 +302,11 @@ class CompletionEngine:
             return CompletionResult(text="", mode=mode, stop_reason="not-here")
 
         if settings.cache_completions:
-            through = self._type_through(req, cur)
-            if through is not None:
-                rest, shown = through
+            rest = self._type_through(req, cur)
+            if rest is not None:
                 self.stats.cache_hits += 1
                 return self._finish_cached(
-                    CompletionResult(
-                        text=rest if shown else "",
-                        mode=mode,
-                        cached=True,
-                        stop_reason="type-through",
-                        evaluated_tokens=0,
-                        hidden="" if shown else "confidence",
-                    ),
-                    t_start,
+                    CompletionResult(text=rest, mode=mode, cached=True, stop_reason="type-through", evaluated_tokens=0), t_start
                 )
         key = self.cache_key(req, mode)
         entry = self.cache_get(key, req.uri) if settings.cache_completions else None
@@ -392,7 +369,7 @@ class CompletionEngine:
         if result.stop_reason != "cancelled":
             entry = CacheEntry(result.text, result.prompt_kind, time.monotonic(), False, result.prompt_tokens)
             self.cache_put(key, entry)
-            self._remember(req, cur, result.text, entry.kind, entry.at, result.hidden_suggestion)
+            self._remember(req, cur, result.text, entry.kind, entry.at)
             if result.prompt_kind == "quick":
                 self.warm(req, cursor_known=True)
             self.idle.speculate(req, result.text)
@@ -405,21 +382,10 @@ class CompletionEngine:
         self.last_result = result.as_dict()
         return result
 
-    def _remember(
-        self,
-        req: CompletionRequest,
-        cur: CursorText,
-        text: str,
-        kind: str = "",
-        at: float = 0.0,
-        hidden: HiddenSuggestion | None = None,
-    ) -> None:
+    def _remember(self, req: CompletionRequest, cur: CursorText, text: str, kind: str = "", at: float = 0.0) -> None:
         """What the client was given at this cursor (an empty text too: a quick prompt's
-        hidden suggestion is upgraded like a shown one, and typing the start of a hidden
-        one is answered without generating)."""
-        self._last[req.uri] = LastResult(
-            req.text[: req.offset], cur.line_suffix, text, kind, at or time.monotonic(), hidden=None if text else hidden
-        )
+        hidden suggestion is upgraded like a shown one)."""
+        self._last[req.uri] = LastResult(req.text[: req.offset], cur.line_suffix, text, kind, at or time.monotonic())
 
     def shown(self, uri: str) -> LastResult | None:
         return self._last.get(uri)
@@ -562,7 +528,6 @@ class CompletionEngine:
             gate=choice.gate,
             candidates=choice.tried,
             hidden=choice.hidden,
-            hidden_suggestion=choice.hidden_suggestion,
             token_logprobs=choice.logprobs,
             forced_tokens=choice.forced_tokens,
             prompt_tokens=prompt.n_tokens,
@@ -654,12 +619,8 @@ class CompletionEngine:
         )
         best = ranked[0] if ranked else None
         hidden = ""
-        kept: HiddenSuggestion | None = None
         if best is None and first.text:
             hidden = "confidence" if rank([first]) else "gate"
-            if hidden == "confidence":
-                scores = own_token_scores(gen, first, len(forced))
-                kept = HiddenSuggestion(first.text, scores, opts.min_confidence) if scores else None
         elif best is None and text:
             hidden = "gate"
         return _Choice(
@@ -672,7 +633,6 @@ class CompletionEngine:
             hidden=hidden,
             logprobs=(best or first).logprobs,
             forced_tokens=(best or first).forced,
-            hidden_suggestion=kept,
         )
 
     # --------------------------------------------------------- idle-time work

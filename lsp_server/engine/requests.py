@@ -39,17 +39,6 @@ class CompletionRequest:
         return self.text[self.offset :]
 
 
-@dataclass(frozen=True)
-class HiddenSuggestion:
-    """A suggestion the confidence bar hid, kept so that typing its start needs no new
-    generation: what is left is shown when its own confidence reaches ``bar``
-    (``candidates.rest_confidence``), else nothing, at once."""
-
-    text: str
-    scores: tuple[tuple[int, float], ...]  # (start offset, log-probability) of its own tokens
-    bar: float
-
-
 @dataclass
 class CompletionResult:
     text: str
@@ -81,7 +70,6 @@ class CompletionResult:
     hidden: str = ""
     token_logprobs: tuple[float, ...] = ()  # of the tokens that make the shown suggestion
     forced_tokens: int = 0  # how many of them cover the healed prefix (not in the confidence)
-    hidden_suggestion: HiddenSuggestion | None = None  # what the bar hid (hidden == "confidence")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -119,7 +107,6 @@ class LastResult:
     kind: str = ""  # the prompt it came from ("quick" ones expire once the full prompt is ready)
     at: float = 0.0
     upgraded: bool = False  # the client was told that the full prompt's suggestion differs
-    hidden: HiddenSuggestion | None = None  # what the bar hid there (text is then "")
 
 
 @dataclass
