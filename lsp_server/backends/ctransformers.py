@@ -44,6 +44,7 @@ from lsp_server.backends.base import (
 from lsp_server.backends.decoding import (
     GgufVocab,
     PieceIndex,
+    StopTokens,
     check_request,
     common_prefix_len,
     decode,
@@ -143,6 +144,7 @@ class CTransformersBackend:
         self._pieces: dict[int, bytes] = {}
         self._specials: dict[str, int] | None = None
         self._piece_index: PieceIndex | None = None
+        self._stop_tokens = StopTokens(self.tokenize, self.piece)
         self._rng = np.random.default_rng(0)
         meta = dict(self._vocab.metadata) if self._vocab is not None else {}
         fim = self._vocab.fim_tokens() if self._vocab is not None else self._fim_from_specials()
@@ -281,7 +283,7 @@ class CTransformersBackend:
             logits=self._logits,
             eval_token=lambda token: self._eval([token]),
             piece=self.piece,
-            is_eog=self.is_eog,
+            is_eog=self._stop_tokens.end_check(request.stop, self.is_eog),
             allowed_tokens=self.allowed_tokens,
         )
         t2 = time.perf_counter()

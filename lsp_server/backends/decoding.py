@@ -115,6 +115,46 @@ def common_prefix_len(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarr
     return int(bad[0]) if bad.size else n
 
 
+def silent_stop_tokens(
+    tokenize: Callable[..., list[int]], piece: Callable[[int], bytes], stops: Sequence[str]
+) -> frozenset[int]:
+    """The tokens that stop strings name but that add no text: control tokens llama.cpp
+    does not count as end of generation (StarCoder's ``<file_sep>`` and ``<fim_prefix>``,
+    Qwen's ``<|im_start|>``, Code Llama's ``▁<EOT>`` in files without an EOT id).  A stop
+    string can never match their text, so decoding has to stop on their ids.  A stop string
+    is looked up as written, then as SentencePiece spells control tokens (``▁<EOT>``)."""
+    ids: set[int] = set()
+    for stop in stops:
+        for text in (stop, "\u2581" + stop):
+            tokens = tokenize(text, special=True)
+            if len(tokens) == 1:
+                if not piece(tokens[0]):
+                    ids.add(tokens[0])
+                break
+    return frozenset(ids)
+
+
+class StopTokens:
+    """``silent_stop_tokens`` per stop list, remembered (a backend sees a few lists)."""
+
+    def __init__(self, tokenize: Callable[..., list[int]], piece: Callable[[int], bytes]) -> None:
+        self._tokenize = tokenize
+        self._piece = piece
+        self._known: dict[tuple[str, ...], frozenset[int]] = {}
+
+    def end_check(self, stops: Sequence[str], is_eog: Callable[[int], bool]) -> Callable[[int], bool]:
+        """``is_eog``, widened to the tokens ``stops`` name that add no text."""
+        key = tuple(stops)
+        ids = self._known.get(key)
+        if ids is None:
+            if len(self._known) >= 64:
+                self._known.clear()
+            ids = self._known[key] = silent_stop_tokens(self._tokenize, self._piece, key)
+        if not ids:
+            return is_eog
+        return lambda token: token in ids or is_eog(token)
+
+
 def gguf_version(path: str) -> int | None:
     """The GGUF format version of ``path`` (None when it is not a GGUF file)."""
     try:

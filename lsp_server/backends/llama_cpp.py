@@ -29,6 +29,7 @@ from lsp_server.backends.base import (
 )
 from lsp_server.backends.decoding import (
     PieceIndex,
+    StopTokens,
     check_request,
     decode,
     silence_llama_logs,
@@ -300,6 +301,7 @@ class LlamaCppBackend:
         self._n_vocab = self.llama.n_vocab()
         self._piece_cache: dict[int, bytes] = {}
         self._piece_index: PieceIndex | None = None
+        self._stop_tokens = StopTokens(self.tokenize, self.piece)
         self._swa_full = swa_full
         self.n_swa = int(getattr(llama_cpp, "llama_model_n_swa", lambda m: 0)(self.llama._model.model) or 0)
         self._rng = np.random.default_rng(0)
@@ -595,7 +597,7 @@ class LlamaCppBackend:
             logits=self._logits,
             eval_token=lambda token: self.llama.eval([token]),
             piece=self.piece,
-            is_eog=self.is_eog,
+            is_eog=self._stop_tokens.end_check(request.stop, self.is_eog),
             allowed_tokens=self.allowed_tokens,
         )
         t2 = time.perf_counter()
@@ -650,7 +652,7 @@ class LlamaCppBackend:
             logits=logits,
             eval_token=lambda token: self.llama.eval([token]),
             piece=self.piece,
-            is_eog=self.is_eog,
+            is_eog=self._stop_tokens.end_check(request.stop, self.is_eog),
             allowed_tokens=self.allowed_tokens,
             head=head,
         )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lsp_server.engine.tokens import ContinuationTokenizer, adds_space_prefix
 from lsp_server.families.completion import ContextChunk, PromptTemplate, Segment, comment_for
 
 PREFIX_LINE_QUANTUM = 16
@@ -64,6 +65,9 @@ class PromptBudget:
     # Tokens the prefix may run over ``total`` to keep the start it had last time (a soft
     # budget: the quick prompt's, whose start would otherwise move every few keystrokes).
     slack: int = 0
+    # Tokens retrieved context may take on top of ``total`` (0: it shares ``total`` by
+    # ``context_share``): a quick prompt whose context the KV cache already holds.
+    context_extra: int = 0
 
     @classmethod
     def for_model(cls, n_ctx: int, context_tokens: int, max_tokens: int, suffix_max: int = 128) -> PromptBudget:
@@ -80,11 +84,16 @@ def _segments_tokens(tok: Tokenizer, segments: list[Segment]) -> list[int]:
     return out
 
 
-def _heal(tok: Tokenizer, prefix: str, tokens: list[int]) -> tuple[list[int], str]:
-    """Take back the last prefix token if it is a clean text boundary."""
+def _heal(tok: Tokenizer, prefix: str, tokens: list[int], lead: str = "") -> tuple[list[int], str]:
+    """Take back the last prefix token if it is a clean text boundary.  ``lead``: the
+    space the tokens spell before ``prefix`` (a SentencePiece vocabulary's, see
+    ``PromptTemplate.with_leading_space``); a last token that holds it stays."""
     if not tokens or not prefix:
         return tokens, ""
     head = tok.detokenize(tokens[:-1])
+    if not head.startswith(lead):
+        return tokens, ""
+    head = head[len(lead) :]
     if not prefix.startswith(head):
         return tokens, ""
     forced = prefix[len(head) :]
@@ -95,6 +104,11 @@ def _heal(tok: Tokenizer, prefix: str, tokens: list[int]) -> tuple[list[int], st
 
 class PromptBuilder:
     def __init__(self, tokenizer: Tokenizer, template: PromptTemplate, heal: bool = True) -> None:
+        if adds_space_prefix(tokenizer):
+            # SentencePiece: every text continues the one before it; the template says
+            # where the vocabulary's leading space goes.
+            tokenizer = ContinuationTokenizer(tokenizer)
+            template = template.with_leading_space()
         self.tok = tokenizer
         self.template = template
         self.heal = heal
@@ -147,7 +161,7 @@ class PromptBuilder:
         # Context first: whole chunks in the order given, up to the context share (and never
         # more than half of what is left), so that a long file cannot crowd it out; the
         # prefix gets the rest.
-        ctx_limit = min(int(budget.total * budget.context_share), available // 2)
+        ctx_limit = budget.context_extra or min(int(budget.total * budget.context_share), available // 2)
         used: list[ContextChunk] = []
         ctx_segs: list[Segment] = []
         header_segs: list[Segment] = []
@@ -176,14 +190,18 @@ class PromptBuilder:
                 header_segs = header
 
         # Prefix: start on a quantized line boundary, move forward until it fits.
-        available -= n_ctx_tokens
+        if not budget.context_extra:
+            available -= n_ctx_tokens
         max_chars = available * MAX_CHARS_PER_TOKEN
         line_starts = _line_starts_from(prefix, max(0, len(prefix) - max_chars))
-        kept = self._keep_start(prefix, line_starts, available + budget.slack, keep_line)
+        lead = tpl.prefix_lead(bool(used), use_suffix)  # the tokens spell it before the text
+        kept = self._keep_start(prefix, line_starts, available + budget.slack, keep_line, lead)
         if kept is not None:
             prefix_text, prefix_tokens, start_index = kept
         else:
-            prefix_text, prefix_tokens, start_index = self._fit_prefix(prefix, line_starts, available, budget.line_quantum)
+            prefix_text, prefix_tokens, start_index = self._fit_prefix(
+                prefix, line_starts, available, budget.line_quantum, lead
+            )
         prefix_start_line = prefix[: line_starts[start_index]].count("\n") if line_starts else 0
         if hint_lines and line_starts and line_starts[start_index] > hint_at:
             prefix_start_line -= hint_lines  # a line of the file's own, not of the hint
@@ -192,7 +210,7 @@ class PromptBuilder:
 
         healed_tokens, forced = (prefix_tokens, "")
         if self.heal:
-            healed_tokens, forced = _heal(tok, prefix_text, prefix_tokens)
+            healed_tokens, forced = _heal(tok, prefix_text, prefix_tokens, lead)
             if forced:
                 prefix_text = prefix_text[: len(prefix_text) - len(forced)]
 
@@ -219,7 +237,7 @@ class PromptBuilder:
         )
 
     def _keep_start(
-        self, prefix: str, line_starts: list[int], available: int, keep_line: int | None
+        self, prefix: str, line_starts: list[int], available: int, keep_line: int | None, lead: str = ""
     ) -> tuple[str, list[int], int] | None:
         if keep_line is None or not line_starts:
             return None
@@ -228,13 +246,17 @@ class PromptBuilder:
         if not 0 <= idx < len(line_starts):
             return None
         text = prefix[line_starts[idx] :]
-        tokens = self.tok.tokenize(text)
+        tokens = self._prefix_tokens(text, lead)
         return (text, tokens, idx) if len(tokens) <= available else None
 
+    def _prefix_tokens(self, text: str, lead: str) -> list[int]:
+        return self.tok.tokenize(lead + text) if text else []  # no lone leading space
+
     def _fit_prefix(
-        self, prefix: str, line_starts: list[int], available: int, quantum: int = PREFIX_LINE_QUANTUM
+        self, prefix: str, line_starts: list[int], available: int, quantum: int = PREFIX_LINE_QUANTUM, lead: str = ""
     ) -> tuple[str, list[int], int]:
-        """The longest grid-aligned tail of ``prefix`` whose tokens fit in ``available``."""
+        """The longest grid-aligned tail of ``prefix`` whose tokens (``lead`` + the text's)
+        fit in ``available``."""
         tok = self.tok
         if not line_starts:
             line_starts = [0]
@@ -250,7 +272,7 @@ class PromptBuilder:
         while i < len(candidates):
             idx = candidates[i]
             text = prefix[line_starts[idx] :]
-            tokens = tok.tokenize(text)
+            tokens = self._prefix_tokens(text, lead)
             if len(tokens) <= available:
                 return text, tokens, idx
             # Jump ahead by about as many characters as the excess tokens span.
@@ -262,8 +284,10 @@ class PromptBuilder:
             i = j
         # Even the cursor line alone is too long (a minified file): keep its last tokens.
         text = prefix[line_starts[-1] :]
-        tokens = tok.tokenize(text)[-available:]
+        tokens = self._prefix_tokens(text, lead)[-available:]
         text = tok.detokenize(tokens)
+        if lead and text.startswith(lead):
+            text = text[len(lead) :]  # the tokens spell lead + text, as elsewhere
         return text, tokens, len(line_starts) - 1
 
 

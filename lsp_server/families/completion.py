@@ -129,6 +129,9 @@ class PromptTemplate:
     comment: str | None = None
     comment_space: bool = True  # "# utils.py" (True) or "#utils.py" (DeepSeek-Coder)
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # The space a SentencePiece vocabulary puts before a text of its own, where the prefix
+    # section starts (see ``with_leading_space``); "" for other vocabularies.
+    lead: str = ""
 
     @property
     def is_fim(self) -> bool:
@@ -161,7 +164,9 @@ class PromptTemplate:
                 segs.append(Segment("control", self.file_sep))
                 segs.append(Segment("text", f"{path}\n{body}", "context"))
             else:
-                segs.append(Segment("text", f"{self._path_line(path)}{body}\n", "context"))
+                # Context opens the prefix section here: the first chunk gets its space.
+                lead = "" if segs else self.lead
+                segs.append(Segment("text", f"{lead}{self._path_line(path)}{body}\n", "context"))
         return segs
 
     def file_header(self, path: str, have_context: bool) -> list[Segment]:
@@ -171,6 +176,15 @@ class PromptTemplate:
         if self.file_sep:
             return [Segment("control", self.file_sep), Segment("text", f"{path}\n", "header")]
         return [Segment("text", self._path_line(path), "header")]
+
+    def prefix_lead(self, have_context: bool, use_suffix: bool = True) -> str:
+        """The leading space (``lead``) the current file's prefix text gets: the prefix
+        section's, unless context or a file header comes before the prefix in it."""
+        if not have_context:
+            return self.lead
+        if self.file_sep and self.is_fim and use_suffix and not self.path_in_prefix:
+            return self.lead  # context and header come before <fim_prefix>
+        return ""
 
     def completion_segments(self, prefix: str, suffix: str, use_suffix: bool = True) -> list[Segment]:
         """The current file's prefix/suffix in this family's layout."""
@@ -215,6 +229,22 @@ class PromptTemplate:
             return context + header + completion
         # No file separator: the model only ever saw code after its prefix token.
         return completion[:at] + context + header + completion[at:]
+
+    def with_leading_space(self) -> PromptTemplate:
+        """This template for a vocabulary that puts a space before every text it tokenizes
+        on its own (SentencePiece's dummy prefix: Llama 2, Code Llama, Mistral).
+
+        Their models saw that space at the start of each document, and Code Llama's and
+        Codestral's reference code encodes the FIM prefix with it and the suffix without
+        (``encode_infilling``).  The prompt builder then tokenizes every text as the
+        continuation of the text before it and puts this one space where the prefix
+        section starts: before the first context chunk where the layout puts context
+        there, else before the current file's prefix.  A ``prefix_sep`` of " " (Code
+        Llama's "<PRE> {prefix}") is that space, not one more.  A template with any other
+        separator keeps it as text and gets no leading space."""
+        if self.lead or self.prefix_sep not in ("", " "):
+            return self
+        return dataclasses.replace(self, lead=" ", prefix_sep="")
 
     def with_control_tokens(self, prefix: str | None, suffix: str | None, middle: str | None) -> PromptTemplate:
         """This template with FIM token texts as a model's vocabulary spells them.
@@ -341,16 +371,25 @@ def get_template(name: str) -> PromptTemplate:
         raise KeyError(f"unknown prompt template {name!r}; known: {', '.join(sorted(TEMPLATES))}") from None
 
 
+# Families that share their FIM tokens with another one, told apart by the GGUF's
+# ``general.architecture``: StarCoder2 spells them as StarCoder 1 does, but was trained on
+# the repository-level layout.
+ARCHITECTURE_TEMPLATES = {"starcoder2": "starcoder2"}
+
+
 def template_from_fim_tokens(
-    prefix: str | None, suffix: str | None, middle: str | None, eot: tuple[str, ...]
+    prefix: str | None, suffix: str | None, middle: str | None, eot: tuple[str, ...], architecture: str = ""
 ) -> PromptTemplate:
-    """A template for a .gguf without a manifest, from the FIM tokens in its vocabulary."""
+    """A template for a .gguf without a manifest, from the FIM tokens in its vocabulary
+    (and its architecture, where two families share those tokens)."""
     if not (prefix and suffix and middle):
         return TEMPLATES["plain"]
-    for tpl in TEMPLATES.values():
+    by_arch = ARCHITECTURE_TEMPLATES.get(architecture)
+    candidates = ([TEMPLATES[by_arch]] if by_arch else []) + list(TEMPLATES.values())
+    for tpl in candidates:
         if (tpl.fim_prefix, tpl.fim_suffix, tpl.fim_middle) == (prefix, suffix, middle):
             return tpl
-    for tpl in TEMPLATES.values():
+    for tpl in candidates:
         if (
             tpl.fim_prefix
             and tpl.fim_suffix

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, int]] = [
     ("lsp_server.cli", 6),
     ("lsp_server.__main__", 6),
     ("lsp_server.selfcheck", 6),
+    ("lsp_server.recommend", 6),
     ("lsp_server.protocol", 5),
     ("lsp_server.engine", 4),
     ("lsp_server.context", 3),

@@ -20,6 +20,7 @@ from typing import Any
 from lsp_server.engine.actions.errors import SelectionTooLarge
 from lsp_server.engine.actions.region import leading_ws
 from lsp_server.engine.actions.spec import ACTIONS, LANGUAGE_NAMES, ActionKind, task_for
+from lsp_server.engine.tokens import continuation
 from lsp_server.families.chat import PromptStyle
 from lsp_server.families.completion import Segment
 
@@ -159,14 +160,37 @@ class PlannedPrompt:
 
 
 def tokenize_segments(backend: Any, segments: Sequence[Segment]) -> list[int]:
+    """BOS, then the segments as llama.cpp tokenizes the chat prompt's whole text, special
+    tokens parsed in the markup only: runs of text (markup without special tokens of this
+    vocabulary included) are tokenized as one text, and a SentencePiece vocabulary's
+    leading space goes where llama.cpp puts it, at the start and after a special token,
+    not before every piece."""
     tokens = list(backend.bos_tokens())
     bos = tokens[:1]
-    for seg in segments:
-        part = backend.tokenize(seg.text, special=seg.kind == "control")
+    fresh = True  # the next text starts the prompt or follows a special token
+    for special, text in _runs(backend, segments):
+        part = backend.tokenize(text, special=special) if fresh else continuation(backend, text, special=special)
         if bos and not tokens[len(bos) :] and part[:1] == bos:
             part = part[1:]  # the template spelled out the BOS the backend already adds
         tokens.extend(part)
+        # A special token adds no text of its own (llama.cpp renders control tokens empty).
+        fresh = special and bool(part) and not backend.detokenize(part[-1:])
     return tokens
+
+
+def _runs(backend: Any, segments: Sequence[Segment]) -> list[tuple[bool, str]]:
+    """(parse special tokens, text) of the segments, adjacent ones of a kind joined; markup
+    that holds no special token of this vocabulary counts as text."""
+    runs: list[tuple[bool, str]] = []
+    for seg in segments:
+        if not seg.text:
+            continue
+        special = seg.kind == "control" and backend.tokenize(seg.text, special=True) != backend.tokenize(seg.text)
+        if runs and runs[-1][0] == special:
+            runs[-1] = (special, runs[-1][1] + seg.text)
+        else:
+            runs.append((special, seg.text))
+    return runs
 
 
 def plan_prompt(
