@@ -106,6 +106,23 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)  # quill/status lastCompletion
 
 
+BLOCK_KEYWORDS = ("if", "elif", "else", "while", "for", "with", "def", "class", "try", "except", "finally", "async")
+
+
+def spot_kind(before: str) -> str:
+    """The kind of spot a cursor is at, from its line's text before it: "new line" (only
+    indentation), "return" (right after ``return``), "block opener" (a line that opens a
+    block: ``if``, ``for``, ``def`` ...) or "mid-expression"."""
+    stripped = before.strip()
+    if not stripped:
+        return "new line"
+    if stripped == "return" or stripped.endswith(" return"):
+        return "return"
+    if stripped.split(" ", 1)[0].rstrip(":") in BLOCK_KEYWORDS:
+        return "block opener"
+    return "mid-expression"
+
+
 class Session:
     """One real server over stdio, with one workspace root."""
 
@@ -377,6 +394,7 @@ async def run_repo_line(
                     }
                     if "items" in detail:  # explicit request: is any of the suggestions right?
                         score["any"] = float(any(t.split("\n", 1)[0].strip() == truth.strip() for t in detail["items"]))
+                    detail["spot"] = spot_kind(src_line[: c["character"]])
                     outcomes.append(Outcome(c, setting, completion, ms, score, detail))
                     if show:
                         print(
@@ -414,6 +432,7 @@ async def run_fim(
             line = c["prefix"].count("\n")
             character = len(c["prefix"]) - (c["prefix"].rfind("\n") + 1)
             completion, ms, detail = await session.complete(path, text, line, character, moment, c["ground_truth"])
+            detail["spot"] = spot_kind(c["prefix"][c["prefix"].rfind("\n") + 1 :])
             outcomes.append(Outcome(c, setting, completion, ms, detail=detail))
             if show:
                 print(f"  {setting:3} {c['id']:40} {ms:6.0f} ms got={completion[:60]!r}")
@@ -574,6 +593,23 @@ def print_sweep(kind: str, label: str, outcomes: list[Outcome]) -> None:
         exact = sum(int(o.score["em"]) for o in shown)
         wrong = sum(1 - int(o.score[right_key]) for o in shown)
         print(f"  {bar:9.2f} {len(shown):5d} {exact:5d} {wrong:5d} {wrong / max(1, len(shown)):11.3f}")
+    # The same per kind of spot (spot_kind): a bar that hides what is likely wrong at one
+    # kind of spot may silence ordinary code at another.
+    spots = sorted({o.detail.get("spot", "") for o in outcomes})
+    if len(spots) > 1:
+        bars = (0.0, 0.4, 0.5, 0.55, 0.6, 0.7)
+        print(f"  by spot (right/wrong shown at {', '.join(f'{b:.2f}' for b in bars)}):")
+        for spot in spots:
+            group = [o for o in outcomes if o.detail.get("spot", "") == spot]
+            cells = []
+            for bar in bars:
+                shown = [
+                    o for o in group
+                    if o.completion.strip() and (o.detail.get("confidence") is None or o.detail["confidence"] >= bar)
+                ]
+                right = sum(int(o.score[right_key]) for o in shown)
+                cells.append(f"{right}/{len(shown) - right}")
+            print(f"    {spot or '?':15} {len(group):3d} cases  " + "  ".join(f"{c:>6}" for c in cells))
 
 
 # Feature rows: the server's settings for each (benchmarks the issue-11 features alone and
@@ -702,7 +738,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "setting": o.setting,
                             "completion": o.completion,
                             "latency_ms": o.latency_ms,
-                            "detail": {k: o.detail.get(k) for k in ("confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw", "items", "refreshedAfterMs", "firstText", "keystrokeMs")},
+                            "detail": {k: o.detail.get(k) for k in ("spot", "confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw", "items", "refreshedAfterMs", "firstText", "keystrokeMs")},
                             **o.score,
                         }
                         for o in all_outcomes

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from lsp_server.backends import BackendError, GenerationRequest, GenerationResult
@@ -33,7 +33,7 @@ from lsp_server.engine.candidates import (
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
-from lsp_server.engine.progressive import IdleWork, needs_quick, quick_budget
+from lsp_server.engine.progressive import QUICK_CONTEXT_OVERRUN, IdleWork, needs_quick, quick_budget
 from lsp_server.engine.prompt import HINT_KIND, Prompt, PromptBudget, PromptBuilder
 from lsp_server.engine.requests import (
     CacheEntry,
@@ -314,7 +314,7 @@ class CompletionEngine:
             self.stats.cache_hits += 1
             self.stats.speculative_hits += int(entry.speculative)
             self._remember(req, cur, entry.text, entry.kind, entry.at)
-            if entry.kind == "quick":
+            if entry.kind != "full":
                 self.warm(req, cursor_known=True)  # the full prompt is still to come
             self.idle.speculate(req, entry.text)
             hit = CompletionResult(
@@ -370,7 +370,7 @@ class CompletionEngine:
             entry = CacheEntry(result.text, result.prompt_kind, time.monotonic(), False, result.prompt_tokens)
             self.cache_put(key, entry)
             self._remember(req, cur, result.text, entry.kind, entry.at)
-            if result.prompt_kind == "quick":
+            if result.prompt_kind != "full":
                 self.warm(req, cursor_known=True)
             self.idle.speculate(req, result.text)
         elif cancel.is_set():
@@ -430,15 +430,52 @@ class CompletionEngine:
         return prompt, (t1 - t0) * 1000
 
     def _quick_prompt(
-        self, model: LoadedModel, req: CompletionRequest, tokens: int, hints: Sequence[ContextChunk] = ()
+        self, model: LoadedModel, req: CompletionRequest, tokens: int, chunks: Sequence[ContextChunk] = (), context: int = 0
     ) -> Prompt:
-        """The cursor region, in about ``tokens`` tokens: no retrieved context but the
-        ``hints`` (a line of this file like the one being written, as a comment right above
+        """The cursor region, in about ``tokens`` tokens, after up to ``context`` tokens of
+        the retrieved ``chunks`` (their first ones, laid out as in the full prompt; 0: only
+        the hints, a line of this file like the one being written, as a comment right above
         the cursor's line: a few tokens that the model copies from)."""
-        budget = quick_budget(self._budget(model), tokens)
+        budget = replace(quick_budget(self._budget(model), tokens), context_extra=context)
+        if not context:
+            chunks = [c for c in chunks if c.kind == HINT_KIND]
         return PromptBuilder(model.backend, model.template).build(
-            req.prefix, req.suffix, budget, hints, req.path, req.repo_name, keep_line=self._starts.get((req.uri, "quick"))
+            req.prefix, req.suffix, budget, chunks, req.path, req.repo_name, keep_line=self._starts.get((req.uri, "quick"))
         )
+
+    def quick(self, model: LoadedModel, req: CompletionRequest, full: Prompt) -> tuple[Prompt, str, str]:
+        """The quick prompt for ``req``, the KV slot to run it in and its kind: the cursor
+        region after as many of the full prompt's retrieved chunks as the full prompt's
+        slot holds evaluated already (idle time evaluates them first, ``IdleWork._job``),
+        so that it costs about what the cursor region alone does ("context" when that is
+        all of them, else "quick"); without any, the cursor region alone in a slot of its
+        own ("quick")."""
+        tokens = self.affordable_tokens()
+        full_slot = f"full:{req.uri}"
+        ctx = [c for c in full.chunks_used if c.kind != HINT_KIND]
+        hints = [c for c in full.chunks_used if c.kind == HINT_KIND]
+        backend = model.backend
+        alone = self._quick_prompt(model, req, tokens, hints)
+        if ctx and backend.slot_tokens(full_slot) > 0:  # type: ignore[attr-defined]
+            allowed = alone.n_tokens + tokens // QUICK_CONTEXT_OVERRUN
+            for n in range(len(ctx), 0, -1):
+                prompt = self._quick_prompt(model, req, tokens, ctx[:n] + hints, full.n_context_tokens)
+                if backend.eval_cost(prompt.tokens, full_slot) <= allowed:  # type: ignore[attr-defined]
+                    return prompt, full_slot, "context" if n == len(ctx) else "quick"
+        return alone, f"quick:{req.uri}", "quick"
+
+    def context_head(self, model: LoadedModel, req: CompletionRequest, full: Prompt) -> list[int]:
+        """The first tokens of ``full`` that a quick prompt with all of its retrieved
+        context shares (the context and what precedes it): evaluated first in idle time."""
+        if not any(c.kind != HINT_KIND for c in full.chunks_used):
+            return []
+        quick = self._quick_prompt(model, req, self.affordable_tokens(), full.chunks_used, full.n_context_tokens)
+        n = 0
+        for a, b in zip(full.tokens, quick.tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return full.tokens[: min(n, len(full.tokens) - 1)]
 
     def _generate(
         self,
@@ -482,12 +519,11 @@ class CompletionEngine:
         prompt, context_ms = full if full is not None else self.full_prompt(model, req)
         kind, slot = "full", f"full:{req.uri}"
         if self.needs_quick(model, prompt, req.uri):
-            hints = [c for c in prompt.chunks_used if c.kind == HINT_KIND]
-            prompt, kind, slot = self._quick_prompt(model, req, self.affordable_tokens(), hints), "quick", f"quick:{req.uri}"
+            prompt, slot, kind = self.quick(model, req, prompt)
         t2 = time.perf_counter()
         if not prompt.tokens:  # nothing before the cursor, and no markup: nothing to go on
             return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)
-        self._starts[(req.uri, kind)] = prompt.prefix_start_line
+        self._starts[(req.uri, "full" if kind == "full" else "quick")] = prompt.prefix_start_line
         forced = prompt.forced_prefix
         grow = settings.multiline
         cond = stop_condition(mode, cur, grow)
@@ -509,6 +545,8 @@ class CompletionEngine:
         choice = _Choice(text)
         if gen.stop_reason != "cancelled":
             t3 = time.perf_counter()
+            # The quick bar is for a quick prompt without the full one's retrieved context;
+            # one that reads all of it is as sure of itself as the full one (docs/latency.md).
             choice = self._choose(model, req, mode, cur, cancel, request, gen, text, t0, kind == "quick")
             choice.ms = (time.perf_counter() - t3) * 1000
             if kind == "full":

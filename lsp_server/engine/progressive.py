@@ -14,6 +14,7 @@ The engine is reached through :class:`Host` (this module does not import the eng
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -35,6 +36,9 @@ QUICK_LINE_QUANTUM = 4
 # A quick prompt only when the full one costs more than this many times what the latency
 # target affords: for a small file, a little over the target beats a prompt of 4 lines.
 QUICK_MIN_SAVING = 2.0
+# A quick prompt reads the retrieved context the full prompt's slot holds evaluated when
+# what is left to evaluate exceeds the cursor region alone by at most 1/this.
+QUICK_CONTEXT_OVERRUN = 8
 # Idle-time work starts this long after the last request ended: keystrokes come closer
 # together while the user types, and each would otherwise wait for a slice of work to end.
 IDLE_AFTER_REQUEST_S = 0.15
@@ -57,12 +61,19 @@ def quick_budget(full: PromptBudget, tokens: int) -> PromptBudget:
     )
 
 
+# How much of the document's prompt a suggestion's prompt kind read (CompletionResult.prompt_kind).
+PROMPT_RANK = {"quick": 0, "context": 1, "full": 2}
+
+
 def upgrade_due(shown: LastResult | None, req: CompletionRequest, line_suffix: str, result: CompletionResult) -> bool:
-    """Whether ``result`` (computed from the full prompt in idle time) should replace what
-    the client shows at ``req``'s cursor: the shown suggestion came from a quick prompt
-    (or was hidden there), the cursor and the rest of its line are unchanged since, and
-    the full prompt's suggestion differs."""
-    if shown is None or shown.kind != "quick" or shown.upgraded or result.prompt_kind != "full":
+    """Whether ``result`` (computed in idle time from a fuller prompt: the full one, or the
+    quick one after the retrieved context) should replace what the client shows at
+    ``req``'s cursor: the shown suggestion came from a lesser prompt (or was hidden
+    there), the cursor and the rest of its line are unchanged since, and the suggestion
+    differs."""
+    if shown is None or shown.upgraded or result.prompt_kind not in PROMPT_RANK:
+        return False
+    if PROMPT_RANK.get(shown.kind, 2) >= PROMPT_RANK[result.prompt_kind]:
         return False
     if result.stop_reason == "cancelled" or shown.line_suffix != line_suffix:
         return False
@@ -102,6 +113,8 @@ class Host(Protocol):
 
     def needs_quick(self, model: LoadedModel, full: Prompt, uri: str) -> bool: ...
 
+    def context_head(self, model: LoadedModel, req: CompletionRequest, full: Prompt) -> list[int]: ...
+
     def cache_key(self, req: CompletionRequest, mode: Mode) -> tuple[object, ...]: ...
 
     def cache_get(self, key: tuple[object, ...], uri: str) -> CacheEntry | None: ...
@@ -129,6 +142,8 @@ class IdleWork:
         self.failed: set[str] = set()  # idle-time work raised (reported, not retried)
         self._task: asyncio.Task[None] | None = None
         self._upgrades: list[CompletionRequest] = []  # found on the model thread, sent from the loop
+        self._upgrades_lock = threading.Lock()
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ queue
     def warm(self, req: CompletionRequest, cursor_known: bool = True) -> None:
@@ -175,8 +190,8 @@ class IdleWork:
 
     def outdated(self, uri: str, kind: str, at: float) -> bool:
         """Whether a suggestion of prompt ``kind`` made at ``at`` is superseded: a quick
-        prompt's, once the document's full prompt has been evaluated since."""
-        return kind == "quick" and self.full_ready.get(uri, -1.0) > at
+        (or context) prompt's, once the document's full prompt has been evaluated since."""
+        return kind in ("quick", "context") and self.full_ready.get(uri, -1.0) > at
 
     def document_state(self, uri: str) -> str:
         """"warming" while idle-time work for ``uri`` is pending or running, "ready" once
@@ -208,7 +223,7 @@ class IdleWork:
 
     async def _loop(self) -> None:
         host = self.host
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0)  # a request being scheduled goes first
             model = host.model
@@ -296,10 +311,21 @@ class IdleWork:
             return "done"
         cost = backend.eval_cost(prompt.tokens, slot)  # type: ignore[attr-defined]
         if mode is not Mode.NONE and host.needs_quick(model, prompt, req.uri):
-            # Cursor region first: a quick answer while the full prompt is evaluated.
+            # A quick answer before the full prompt is evaluated: its retrieved context
+            # first (the quick prompt reads what of it is evaluated, see Engine.quick),
+            # then the cursor region.
+            # An answer from the cursor region alone (given at once) is computed again once
+            # the context is evaluated, and replaces it on the client when it differs.
             entry = host.cache_get(key, req.uri)
-            if entry is None and answer() == "preempted":
-                return "preempted"
+            if entry is None or entry.kind == "quick":
+                head = host.context_head(model, req, prompt)
+                if head and backend.eval_cost(head, slot) > 0:  # type: ignore[attr-defined]
+                    res = prefill(head, slot, preempt, prefill_batch(host.perf))
+                    host.stats.warm_tokens += res.evaluated
+                    if not res.complete:
+                        return "preempted"
+                if (entry is None or head) and answer() == "preempted":
+                    return "preempted"
         if cost > 0:
             res = prefill(prompt.tokens, slot, preempt, prefill_batch(host.perf))
             host.stats.warm_tokens += res.evaluated
@@ -322,11 +348,16 @@ class IdleWork:
         assert shown is not None
         shown.upgraded = True  # once: the client asks again and gets this suggestion
         host.stats.upgrades += 1
-        self._upgrades.append(req)
+        with self._upgrades_lock:
+            self._upgrades.append(req)
+        if self._event_loop is not None:  # now, not when the job (a long prefill) ends
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is exiting
+                self._event_loop.call_soon_threadsafe(self._send_upgrades)
 
     def _send_upgrades(self) -> None:
         """Call ``on_upgrade`` for what the last job found (on the event loop's thread)."""
-        found, self._upgrades = self._upgrades, []
+        with self._upgrades_lock:
+            found, self._upgrades = self._upgrades, []
         callback = self.host.on_upgrade
         for req in found:
             if callback is None:

@@ -53,7 +53,8 @@ class CompletionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     raw: str = ""
     # "full": the whole prompt (context and prefix window); "quick": the short prompt of a
-    # document whose full prompt is still being evaluated (see engine/session.py).
+    # document whose full prompt is still being evaluated; "context": a short one after all
+    # of the full prompt's retrieved context, evaluated first (see engine/progressive.py).
     prompt_kind: str = ""
     evaluated_tokens: int = -1  # prompt tokens evaluated for this request (-1: unknown)
     shifted_tokens: int = 0
@@ -104,7 +105,7 @@ class LastResult:
     prefix: str
     line_suffix: str
     text: str
-    kind: str = ""  # the prompt it came from ("quick" ones expire once the full prompt is ready)
+    kind: str = ""  # the prompt it came from ("quick" and "context" ones expire once the full prompt is ready)
     at: float = 0.0
     upgraded: bool = False  # the client was told that the full prompt's suggestion differs
 
@@ -112,7 +113,7 @@ class LastResult:
 @dataclass
 class CacheEntry:
     text: str
-    kind: str  # the prompt it came from: "full" or "quick"
+    kind: str  # the prompt it came from: "full", "context" or "quick" (CompletionResult.prompt_kind)
     at: float  # time.monotonic()
     speculative: bool = False  # computed in idle time, before it was asked for
     prompt_tokens: int = 0

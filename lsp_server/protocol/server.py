@@ -145,7 +145,7 @@ class QuillServer(LanguageServer):
         if doc.text[:end] != req.text[:end]:
             return  # the text moved on: the request that follows gets its own answer
         line, character = doc.position_at(req.offset, self.documents.encoding)
-        logger.info("%s sent for %s at %d:%d (the full prompt's suggestion differs)", REFRESH_NOTIFICATION, req.uri, line, character)
+        logger.info("%s sent for %s at %d:%d (a fuller prompt's suggestion differs)", REFRESH_NOTIFICATION, req.uri, line, character)
         try:
             self.protocol.notify(
                 REFRESH_NOTIFICATION,

@@ -183,13 +183,14 @@ def apply_discount_code(total: float, code: str) -> float:
 CHECKOUT = "import shop.pricing as pricing\n\n\ndef order_total(order_id: int, subtotal: float) -> float:\n    shipping = pricing."
 
 
-async def complete(session: Session, uri: str, text: str) -> str:
+async def complete(session: Session, uri: str, text: str, invoked: bool = True) -> str:
     lines = text.split("\n")
+    trigger = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
     result = await session.client.text_document_inline_completion_async(
         types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=len(lines) - 1, character=len(lines[-1])),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            context=types.InlineCompletionContext(trigger_kind=trigger),
         )
     )
     items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
@@ -240,5 +241,66 @@ async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) ->
         )
         await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
         assert (await complete(s, uri, CHECKOUT)).startswith("compute_shipping_cost_for_order(")
+    finally:
+        await stop(s)
+
+
+@pytest.mark.model
+async def test_a_cold_files_first_answer_is_redone_once_its_context_is_evaluated(tmp_path: Path) -> None:
+    """Asked at once in a long file just opened, the cursor region alone answers (it cannot
+    know pricing.py's names); idle time then evaluates the retrieved context first and
+    answers again from it and the cursor region, before the whole prompt is evaluated, and
+    tells the client to ask again when that answer differs."""
+    ws = tmp_path / "shopws"
+    (ws / "shop").mkdir(parents=True)
+    (ws / "app").mkdir()
+    (ws / "shop" / "__init__.py").write_text("")
+    (ws / "shop" / "pricing.py").write_text(PRICING)
+    filler = "".join(
+        f'\n\ndef step_{i}(values):\n    """Step {i} of the pipeline."""\n'
+        f"    out = [v * {i + 2} for v in values if v > {i}]\n    return sorted(out)[:{i + 3}]\n"
+        for i in range(30)
+    )
+    head, body = CHECKOUT.split("\n", 1)
+    text = head + "\n" + filler + body
+    (ws / "app" / "checkout.py").write_text(text)
+    options = {"cacheCompletions": True, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
+               "quickMinConfidence": 0, "contextTokens": 1024}
+    s = await start(ws, options, caps="neovim")
+    refreshes: list[dict[str, Any]] = []
+
+    @s.client.feature("quill/refreshInlineCompletion")
+    def on_refresh(params: Any) -> None:
+        refreshes.append(_plain(params))
+
+    async def status() -> dict[str, Any]:
+        return _plain(await asyncio.wait_for(s.client.protocol.send_request_async("quill/status", {}), GUARD_S))
+
+    try:
+        await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
+        uri = (ws / "app" / "checkout.py").as_uri()
+        s.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        quick = await complete(s, uri, text, invoked=False)  # as an editor asks while the user types
+        first = (await status())["session"]["lastCompletion"]
+        assert first["promptKind"] == "quick" and first["contextChunks"] == 0, first
+        # Wait at the cursor for the server's refresh, or for the whole prompt.
+        state = "warming"
+        for _ in range(int(GUARD_S * 10)):
+            st = await status()
+            state = next((d["state"] for d in st["documents"] if d["uri"] == uri), "")
+            if refreshes or state == "ready":
+                break
+            await asyncio.sleep(0.1)
+        again = await complete(s, uri, text, invoked=False)
+        info = (await status())["session"]["lastCompletion"]
+        assert info["cached"] and info["promptKind"] in ("context", "full"), info
+        if refreshes and state != "ready":  # told before the whole prompt was evaluated
+            assert info["promptKind"] == "context", info
+        # pricing.py's name (the default model may change its first word) came with the context.
+        assert "shipping_cost_for_order" in again and "shipping_cost_for_order" not in quick, (quick, again)
     finally:
         await stop(s)

@@ -96,6 +96,9 @@ class SlotFakeBackend(FakeBackend):
     def eval_cost(self, prompt: Sequence[int], slot: str = "") -> int:
         return len(prompt) - self._plan(slot, prompt)
 
+    def slot_tokens(self, slot: str) -> int:
+        return len(self.slots.get(slot if self.kv_store.enabled else "", []))
+
     def _eval(self, prompt: Sequence[int], slot: str, cancel: threading.Event) -> tuple[int, int, bool]:
         key = slot if self.kv_store.enabled else ""
         keep = self._plan(slot, prompt)

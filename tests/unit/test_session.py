@@ -17,6 +17,7 @@ from lsp_server.engine.session import (
     calibrate,
     thread_candidates,
 )
+from lsp_server.families.completion import ContextChunk
 
 from .fakes import slot_fake_loaded
 
@@ -289,11 +290,9 @@ async def test_a_full_prompt_answer_is_never_upgraded():
     engine.shutdown()
 
 
-async def test_a_quick_suggestion_has_its_own_bar_and_the_full_prompts_replaces_it():
+def _sure_at_058(backend):
     import math
 
-    model = slot_fake_loaded(lambda p: "result\n")
-    backend = model.backend
     plain_generate = backend.generate
 
     def sure_of_it(request, cancel):  # every token at probability 0.58
@@ -303,6 +302,12 @@ async def test_a_quick_suggestion_has_its_own_bar_and_the_full_prompts_replaces_
         return r
 
     backend.generate = sure_of_it
+    return backend
+
+
+async def test_a_quick_suggestion_has_its_own_bar_and_the_full_prompts_replaces_it():
+    model = slot_fake_loaded(lambda p: "result\n")
+    _sure_at_058(model.backend)
     engine = CompletionEngine(Settings(min_confidence=0.55, quick_min_confidence=0.6), loader=lambda s: model)
     seen = _upgrades(engine)
     doc = BIG + "total = "
@@ -315,3 +320,110 @@ async def test_a_quick_suggestion_has_its_own_bar_and_the_full_prompts_replaces_
     assert full is not None and full.prompt_kind == "full" and full.text == "result"  # over the full bar
     engine.shutdown()
 
+
+
+class _Context:
+    """Retrieved context: the same two chunks for every request."""
+
+    chunks = [
+        ContextChunk(path="lib/util.py", text="def compute_total(values, rate):\n    return sum(values) * rate\n"),
+        ContextChunk(path="lib/names.py", text="GRAND_TOTAL_NAME = 'grand total of all values'\n"),
+    ]
+
+    def retrieve(self, request, token_budget, count_tokens):
+        return list(self.chunks)
+
+
+def _reads_context(p):
+    return "compute_total(values, rate)\n" if "def compute_total" in p else "from_window\n"
+
+
+async def test_a_quick_prompt_reads_the_retrieved_context_evaluated_before_it():
+    """Idle time evaluates the full prompt's retrieved context first; the quick prompt
+    then reads it (at about the cost of the cursor region alone)."""
+    model = slot_fake_loaded(_reads_context)
+    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Context())
+    backend = model.backend
+    await engine.ensure_model()
+    doc = BIG + "total = "
+    # Asked at once: nothing is evaluated, the cursor region alone answers.
+    first = await engine.complete(req(doc))
+    assert first is not None and first.prompt_kind == "quick" and first.text == "from_window"
+    assert first.context_chunks == 0
+    # Reported, and left a moment: the context is evaluated into the full prompt's slot
+    # before the quick answer is computed, which reads it.
+    other = req(BIG + "grand = ", uri="file:///w/b.py")
+    engine.warm(other, cursor_known=True)
+    assert await engine.settle(10)
+    slots = [slot for slot, _, _ in backend.prefills if slot == "full:file:///w/b.py"]
+    assert len(slots) >= 2  # the context first, then the rest of the full prompt
+    prompts = [backend.detokenize(c.prompt) for c in backend.calls]
+    assert any("def compute_total" in p and "value_100 " not in p for p in prompts), "no quick prompt read it"
+    engine.shutdown()
+
+
+async def test_a_request_mid_way_reads_the_context_evaluated_so_far():
+    model = slot_fake_loaded(_reads_context)
+    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Context())
+    backend = model.backend
+    await engine.ensure_model()
+    doc = BIG + "total = "
+    full, _ = engine.full_prompt(model, req(doc))
+    head = engine.context_head(model, req(doc), full)
+    assert 0 < len(head) < len(full.tokens)
+    # As if idle time had evaluated the context head before the request came.
+    backend.slots["full:file:///w/a.py"] = list(head)
+    result = await engine.complete(req(doc))
+    assert result is not None and result.prompt_kind == "context" and result.text == "compute_total(values, rate)"
+    assert result.context_chunks == 2
+    assert result.evaluated_tokens <= engine.affordable_tokens() * 9 // 8
+    # With only part of it evaluated, the chunks that are (in order) and no others.
+    backend.slots.clear()
+    backend.slots["full:file:///w/a.py"] = list(head[: len(head) // 2])
+    part = await engine.complete(req(doc + "0"))
+    assert part is not None and part.prompt_kind == "quick" and part.context_chunks == 1
+    assert part.evaluated_tokens <= engine.affordable_tokens() * 9 // 8
+    engine.shutdown()
+
+
+async def test_a_quick_prompt_that_reads_all_the_context_has_the_full_prompts_bar():
+    model = slot_fake_loaded(_reads_context)
+    _sure_at_058(model.backend)
+    settings = Settings(workspace_context=True, min_confidence=0.55, quick_min_confidence=0.6)
+    engine = CompletionEngine(settings, loader=lambda s: model, context=_Context())
+    await engine.ensure_model()
+    doc = BIG + "total = "
+    full, _ = engine.full_prompt(model, req(doc))
+    model.backend.slots["full:file:///w/a.py"] = engine.context_head(model, req(doc), full)
+    result = await engine.complete(req(doc))
+    assert result is not None and result.prompt_kind == "context" and result.context_chunks == 2
+    assert result.text == "compute_total(values, rate)"  # 0.58: over the full bar, under the quick one
+    # Without the context evaluated, the cursor region alone: the quick bar hides it.
+    blind = await engine.complete(req(BIG + "grand = ", uri="file:///w/b.py"))
+    assert blind is not None and blind.prompt_kind == "quick" and blind.context_chunks == 0
+    assert blind.text == "" and blind.hidden == "confidence"
+    engine.shutdown()
+
+
+async def test_an_answer_given_at_once_is_replaced_once_the_context_is_evaluated():
+    """Asked at once, the cursor region alone answers; idle time evaluates the retrieved
+    context and computes the answer again, and the client is told when it differs (before
+    the full prompt is evaluated)."""
+    model = slot_fake_loaded(_reads_context, eval_s=0.002)  # the full prompt: seconds
+    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Context())
+    seen = _upgrades(engine)
+    await engine.ensure_model()
+    doc = BIG + "total = "
+    first = await engine.complete(req(doc))
+    assert first is not None and first.prompt_kind == "quick" and first.text == "from_window"
+    for _ in range(200):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == [("file:///w/a.py", len(doc))]
+    assert engine.document_state("file:///w/a.py") == "warming"  # the full prompt is still to come
+    again = await engine.complete(req(doc))
+    assert again is not None and again.cached and again.prompt_kind == "context"
+    assert again.text == "compute_total(values, rate)"
+    assert await engine.settle(30)
+    engine.shutdown()

@@ -307,8 +307,11 @@ local co = coroutine.create(function()
   local st = quill.status() or {}
   local final = st.session and st.session.lastCompletion or {}
   local shown = ghost.get()
-  step("a refresh from the server replaces the quick suggestion with the full prompt's", refreshed ~= nil
-    and final.promptKind == "full" and ((shown and shown.text) or "") == (final.text or ""),
+  -- The first refresh may come from the quick prompt after the retrieved context ("context"),
+  -- evaluated before the whole prompt ("full").
+  step("a refresh from the server replaces the quick suggestion with a fuller prompt's", refreshed ~= nil
+    and (final.promptKind == "full" or final.promptKind == "context")
+    and ((shown and shown.text) or "") == (final.text or ""),
     { quick = quick and quick.text, shown = shown and shown.text, full = final.text, kind = final.promptKind,
       refreshed = ghost.stats.refreshed - refreshed_before })
   type_keys("<Esc>")

@@ -394,7 +394,7 @@ async function main() {
       await sleep(100);
     }
     results.refresh = { quickSeen: quickText, told: told(), refreshed: refreshedText, ms: Date.now() - tr };
-    step("a refresh from the server replaces the quick suggestion with the full prompt's", refreshedText !== null, results.refresh);
+    step("a refresh from the server replaces the quick suggestion with a fuller prompt's", refreshedText !== null, results.refresh);
     await page.screenshot({ path: path.join(artifacts, "vscode-refresh.png") });
     await page.keyboard.press("Escape");
     // Back to sample.py, which the steps below work on.
