@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lsp_server.backends.llama_cpp import LOAD_MEMORY_SHARE, available_memory, kv_bytes_per_token, read_gguf_metadata
+from lsp_server.backends.llama_cpp import (
+    LOAD_MEMORY_SHARE,
+    available_memory,
+    gib,
+    kv_bytes_per_token,
+    read_gguf_metadata,
+)
 from lsp_server.config import Settings
 from lsp_server.config.settings import DEFAULT_MODEL
 from lsp_server.engine.session import (
@@ -176,10 +182,6 @@ def parse_params(text: str) -> float | None:
         return None
     value = float(m.group(1))
     return value / 1000 if m.group(2) == "M" else value
-
-
-def gib(n: float) -> str:
-    return f"{n / GIB:.1f} GiB"
 
 
 def _mem(n: float) -> str:

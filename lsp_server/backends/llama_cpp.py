@@ -179,7 +179,7 @@ def available_memory() -> int | None:
     return avail
 
 
-def _gib(n: float) -> str:
+def gib(n: float) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
 
@@ -206,9 +206,9 @@ def plan_memory(path: str, n_ctx: int, gpu_layers: int = 0, available: int | Non
         fits = int(max(0.0, budget - model) // per_token)
         hint = f"lower quill.contextTokens (about {fits} tokens fit now)" if fits >= 256 else "free memory or pick a smaller model"
         raise BackendError(
-            f"contextTokens={n_ctx} needs about {_gib(kv)} of KV cache for {os.path.basename(path)} "
-            f"({per_token} bytes per token){' plus ' + _gib(model) + ' for the model' if model else ''}, "
-            f"but only {_gib(available)} of memory is available; {hint}"
+            f"contextTokens={n_ctx} needs about {gib(kv)} of KV cache for {os.path.basename(path)} "
+            f"({per_token} bytes per token){' plus ' + gib(model) + ' for the model' if model else ''}, "
+            f"but only {gib(available)} of memory is available; {hint}"
         )
     return use_mmap
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from lsp_server.backends import BackendError, GenerationRequest, GenerationResult
+from lsp_server.backends.decoding import common_prefix_len
 from lsp_server.config import Settings
 from lsp_server.engine.candidates import (
     TIME_SHARE,
@@ -470,12 +471,7 @@ class CompletionEngine:
         if not any(c.kind != HINT_KIND for c in full.chunks_used):
             return []
         quick = self._quick_prompt(model, req, self.affordable_tokens(), full.chunks_used, full.n_context_tokens)
-        n = 0
-        for a, b in zip(full.tokens, quick.tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return full.tokens[: min(n, len(full.tokens) - 1)]
+        return full.tokens[: min(common_prefix_len(full.tokens, quick.tokens), len(full.tokens) - 1)]
 
     def _generate(
         self,

@@ -3,25 +3,22 @@
 ``backends/`` loads a model and streams tokens; ``families/`` says how each family wants
 its prompt.  This module joins the two for the engine: the template and stop strings come
 from the registry's manifest when there is one, else from the FIM tokens in the model's
-own vocabulary (and its architecture, where families share those tokens); a vocabulary that
-puts a space before each text (SentencePiece) gets the template's ``with_leading_space``.
+own vocabulary (and its architecture, where families share those tokens).  Where a
+SentencePiece vocabulary's leading space goes is the prompt builder's to decide
+(``engine/prompt.py``).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lsp_server.backends import Backend, load_backend
 from lsp_server.config import Settings
-from lsp_server.engine.tokens import adds_space_prefix
 from lsp_server.families.completion import PromptTemplate, get_template, template_from_fim_tokens
 
 if TYPE_CHECKING:
     from lsp_server.registry import Manifest
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,20 +46,7 @@ def prompt_setup(backend: Backend, manifest: Manifest | None) -> tuple[PromptTem
     else:
         template = template_from_fim_tokens(fim.prefix, fim.suffix, fim.middle, fim.eot, backend.info.architecture)
         stop = tuple(dict.fromkeys(template.stop + fim.eot))
-    if _adds_space_prefix(backend):
-        template = template.with_leading_space()
     return template, stop
-
-
-def _adds_space_prefix(backend: Backend) -> bool:
-    """Whether the vocabulary puts a space before each text (SentencePiece): the template
-    then says where that space goes.  A tokenizer that cannot answer now (a remote one)
-    leaves the template as it is; the prompt builder asks again."""
-    try:
-        return adds_space_prefix(backend)
-    except Exception:  # noqa: BLE001 - any failure of the backend's tokenizer
-        logger.debug("could not ask the tokenizer whether it adds a space prefix", exc_info=True)
-        return False
 
 
 def load_model(settings: Settings) -> LoadedModel:

@@ -313,9 +313,8 @@ class IdleWork:
         if mode is not Mode.NONE and host.needs_quick(model, prompt, req.uri):
             # A quick answer before the full prompt is evaluated: its retrieved context
             # first (the quick prompt reads what of it is evaluated, see Engine.quick),
-            # then the cursor region.
-            # An answer from the cursor region alone (given at once) is computed again once
-            # the context is evaluated, and replaces it on the client when it differs.
+            # then the answer; one given at once from the cursor region alone is computed
+            # again this way, and replaces it on the client when it differs.
             entry = host.cache_get(key, req.uri)
             if entry is None or entry.kind == "quick":
                 head = host.context_head(model, req, prompt)

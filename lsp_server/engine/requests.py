@@ -107,7 +107,7 @@ class LastResult:
     text: str
     kind: str = ""  # the prompt it came from ("quick" and "context" ones expire once the full prompt is ready)
     at: float = 0.0
-    upgraded: bool = False  # the client was told that the full prompt's suggestion differs
+    upgraded: bool = False  # the client was told that a fuller prompt's suggestion differs
 
 
 @dataclass

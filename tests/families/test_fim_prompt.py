@@ -137,7 +137,7 @@ def test_the_budget_is_counted_with_the_real_tokenizer(fam: Family, by_manifest,
     # and the suffix as this vocabulary tokenizes them.
     window = b.tokenize("".join(lines[start:]) + "result = ")
     assert prompt.n_prefix_tokens == len(window)
-    tpl = by_manifest.template
+    tpl = PromptBuilder(b, by_manifest.template).template  # as the builder lays the prompt out
     n_controls = len(controls(vocab, prompt.tokens)) - len(fam.bos)
     n_markup = sum(len(b.tokenize(t)) for t in (tpl.prefix_sep, tpl.suffix_sep, tpl.middle_sep) if t)
     n_text = prompt.n_prefix_tokens + prompt.n_suffix_tokens
