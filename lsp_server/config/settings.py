@@ -84,6 +84,9 @@ class Settings:
     # today's against 1.12x without it (docs/suggestion-quality.md).  Off by default for
     # that cost.
     unsure_alternatives: bool = False
+    # On the embedded demo model, offer once (quill/modelOffer) the code model that fits
+    # this machine, as `quill-lsp models recommend` picks it (protocol/model_offer.py).
+    model_offer: bool = True
 
     def model_settings(self) -> tuple[Any, ...]:
         """The part of the settings that needs the model to be (re)loaded when it changes."""
@@ -195,6 +198,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "minConfidence": ("min_confidence", _as_float(0.0, 1.0)),
     "quickMinConfidence": ("quick_min_confidence", _as_float(0.0, 1.0)),
     "unsureAlternatives": ("unsure_alternatives", _as_bool),
+    "modelOffer": ("model_offer", _as_bool),
 }
 
 SETTING_KEYS = tuple(_FIELDS)

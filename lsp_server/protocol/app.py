@@ -8,7 +8,7 @@ point one way.
 from __future__ import annotations
 
 from lsp_server.config import Settings
-from lsp_server.protocol import code_actions, hardening, lifeline, workspace_features
+from lsp_server.protocol import code_actions, hardening, lifeline, model_offer, workspace_features
 from lsp_server.protocol.server import QuillServer, build_core
 
 
@@ -17,5 +17,6 @@ def create_server(settings: Settings | None = None) -> QuillServer:
     workspace_features.register(server)
     code_actions.register(server)
     lifeline.register(server)
+    model_offer.register(server)
     hardening.install(server)
     return server

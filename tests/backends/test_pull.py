@@ -1,18 +1,15 @@
-"""``quill-lsp models pull`` against a local Hugging Face look-alike on 127.0.0.1.
+"""``quill-lsp models pull`` against a local Hugging Face look-alike on 127.0.0.1 (tests/fake_hub.py).
 
-The server speaks just enough of the Hub's file protocol for huggingface_hub:
-``HEAD/GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``X-Linked-Etag``
-(the LFS sha256), ``X-Linked-Size`` and ``Range`` support.  It can drop a connection
-part-way and answer 503 afterwards, to interrupt a download.
+Verified placement, resume after an interruption, refusal of a different file, PyPI
+sources, and the progress and cancel hooks the server's ``quill/pullModel`` uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import os
-import re
+import socket
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -20,108 +17,18 @@ import pytest
 
 from lsp_server import registry
 from lsp_server.cli import main as cli_main
-from lsp_server.pull import PullError, assemble_installed_parts, pull_model
+from lsp_server.pull import PullCancelled, PullError, assemble_installed_parts, pull_model
+from tests.fake_hub import FILE, PAYLOAD, REPO, FakeHub, running, sha
 
-REPO = "quill-test/tiny-GGUF"
-FILE = "tiny.Q4_K_M.gguf"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-PAYLOAD = b"GGUF" + bytes(range(256)) * 4096  # ~1 MB
 # huggingface_hub writes in 10 MiB chunks: an interruption keeps whole chunks only.
 HF_CHUNK = 10 * 1024 * 1024
 BIG = bytes(range(256)) * (12 * 4096)  # 12 MiB
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class FakeHub(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), HubHandler)
-        self.content = PAYLOAD
-        self.etag = sha(PAYLOAD)
-        self.drop_after: int | None = None  # bytes of the next GET before the connection drops
-        self.fail_after_drop = False  # answer 503 to every GET after a drop
-        self.dropped = False
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class HubHandler(http.server.BaseHTTPRequestHandler):
-    server: FakeHub
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _headers(self, size: int, status: int = 200, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{self.server.etag}"')
-        self.send_header("X-Linked-Etag", f'"{self.server.etag}"')
-        self.send_header("X-Linked-Size", str(len(self.server.content)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(size))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-
-    def _known(self) -> bool:
-        ok = self.path.split("?")[0] in (f"/{REPO}/resolve/main/{FILE}", f"/{REPO}/resolve/{COMMIT}/{FILE}")
-        if not ok:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        return ok
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.server.requests.append(("HEAD", self.path, None))
-        if self._known():
-            self._headers(len(self.server.content))
-
-    def do_GET(self) -> None:  # noqa: N802
-        rng = self.headers.get("Range")
-        self.server.requests.append(("GET", self.path, rng))
-        if not self._known():
-            return
-        hub = self.server
-        if hub.dropped and hub.fail_after_drop:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        start = 0
-        if rng:
-            m = re.match(r"bytes=(\d+)-", rng)
-            start = int(m.group(1)) if m else 0
-        body = hub.content[start:]
-        if start:
-            self._headers(len(body), 206, {"Content-Range": f"bytes {start}-{len(hub.content) - 1}/{len(hub.content)}"})
-        else:
-            self._headers(len(body))
-        if hub.drop_after is not None and not hub.dropped:
-            self.wfile.write(body[: hub.drop_after])
-            self.wfile.flush()
-            hub.dropped = True
-            self.close_connection = True
-            return  # the client sees the connection close short of Content-Length
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def hub():
-    server = FakeHub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running(FakeHub()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -240,6 +147,46 @@ def test_pull_reports_an_unreachable_hub(env):
     m = hf_manifest(models)
     with pytest.raises(PullError, match="cannot reach"):
         pull_model(m, endpoint="http://127.0.0.1:9", quiet=True)
+
+
+@pytest.mark.slow
+def test_pull_gives_up_on_a_host_that_never_answers(env):
+    """A network that swallows requests (an air-gapped proxy, a firewall that drops): the
+    pull fails on huggingface_hub's request timeout, it does not hang."""
+    _, models = env
+    m = hf_manifest(models)
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        t0 = time.monotonic()
+        with pytest.raises(PullError, match="cannot reach .*timed out"):
+            pull_model(m, endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}", quiet=True)
+    assert time.monotonic() - t0 < 60
+
+
+def test_progress_and_cancel_hooks(hub, env):
+    """What quill/pullModel builds on: bytes reported as they arrive, and a cancel that
+    stops at the next chunk and keeps the partial file for the next pull."""
+    _, models = env
+    hub.content, hub.etag = BIG, sha(BIG)
+    m = hf_manifest(models)
+    seen: list[tuple[int, int | None]] = []
+    cancel = threading.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        seen.append((done, total))
+        if done >= HF_CHUNK:
+            cancel.set()  # after the first 10 MiB chunk
+
+    with pytest.raises(PullCancelled):
+        pull_model(m, endpoint=hub.url, quiet=True, progress=progress, cancel=cancel)
+    assert seen[0] == (0, len(BIG)) and seen[-1] == (HF_CHUNK, len(BIG))
+    part = registry.model_dir(m) / (FILE + ".part")
+    assert part.stat().st_size == HF_CHUNK  # the chunk that was reported was written
+    seen.clear()
+    path = pull_model(m, endpoint=hub.url, quiet=True, progress=progress)
+    assert path.read_bytes() == BIG
+    assert seen[0] == (HF_CHUNK, len(BIG)) and seen[-1] == (len(BIG), len(BIG))  # resumed
 
 
 def test_cli_pull_and_path(hub, env, capsys, monkeypatch):
