@@ -110,6 +110,9 @@ def pull_huggingface(
         from huggingface_hub.utils import build_hf_headers
     except ImportError as exc:  # pragma: no cover - a dependency
         raise PullError("huggingface_hub is not installed: `pip install huggingface_hub`") from exc
+    # No telemetry: huggingface_hub would otherwise add to its User-Agent (and fetch from
+    # {endpoint}/api/agent-harnesses, once a day) what it detects of the environment.
+    constants.HF_HUB_DISABLE_TELEMETRY = True
     src = m.source
     assert src.repo is not None
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):

@@ -98,7 +98,7 @@ class OfferWorld:
 
     def env_json(self) -> str:
         """Just the variables this world sets, as JSON (for a driver in another language)."""
-        keys = ("QUILL_MODELS_DIR", "QUILL_CACHE_DIR", "HF_ENDPOINT", "QUILL_MACHINE", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET")
+        keys = ("QUILL_MODELS_DIR", "QUILL_CACHE_DIR", "HF_ENDPOINT", "HF_HOME", "QUILL_MACHINE", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET")
         return json.dumps({k: self.env[k] for k in keys if k in self.env})
 
 
@@ -120,10 +120,11 @@ def offer_world(tmp: Path, *, offline: bool = False, throttle_s: float = 2.0) ->
             QUILL_CACHE_DIR=str(root / "cache"),
             HF_ENDPOINT=hub.url,
             HF_HUB_DISABLE_XET="1",
-            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HOME=str(root / "hf-home"),  # huggingface_hub's own cache, fresh
             QUILL_MACHINE=json.dumps(FIGURES),
         )
         env.pop("HF_HUB_OFFLINE", None)
+        env.pop("HF_HUB_DISABLE_TELEMETRY", None)  # Quill must turn it off itself
         if offline:
             env["HF_HUB_OFFLINE"] = "1"
         yield OfferWorld(root, hub, env)

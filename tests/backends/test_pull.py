@@ -70,6 +70,11 @@ def test_pull_downloads_verifies_and_shows_progress(hub, env, capfd):
     assert files_in(path.parent) == [FILE]  # no partial or state file left behind
     err = capfd.readouterr().err
     assert FILE in err and "100%" in err  # huggingface_hub's progress bar
+    # The file and nothing else (huggingface_hub's telemetry is off: no /api/agent-harnesses).
+    assert {(method, p.split("/resolve/")[-1].split("/", 1)[-1]) for method, p, _ in hub.requests} == {
+        ("HEAD", FILE),
+        ("GET", FILE),
+    }
     # Installed now: resolving the id gives the file without any network.
     assert registry.resolve_model("tiny").path == str(path)
     n = len(hub.requests)

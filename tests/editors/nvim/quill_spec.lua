@@ -130,7 +130,8 @@ local co = coroutine.create(function()
     -- llama.cpp's threads busy-wait on each other when a core is taken (see the README).
     -- No confidence bar: these steps check the client in many contexts, whatever the
     -- small model's confidence there (the bar itself is tested in tests/lsp).
-    settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1"), minConfidence = 0, quickMinConfidence = 0 } })
+    -- No model offer: a vim.ui.select popping up would take the typed keys (offer_spec.lua tests it).
+    settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1"), minConfidence = 0, quickMinConfidence = 0, modelOffer = false } })
   vim.cmd.edit(vim.fn.fnameescape(file))
   local sample_buf = api.nvim_get_current_buf()
   vim.bo.expandtab = false -- the <Tab> fallback then inserts a literal tab

@@ -29,5 +29,6 @@ vim.o.number = true
 quill.setup({
   cmd = { server, "--log-level", "warning" },
   -- No confidence bar: the screen test checks how a suggestion is drawn (tests/lsp test the bar).
-  settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1"), minConfidence = 0 },
+  -- No model offer either: its choice would cover the screen (offer_spec.lua tests it).
+  settings = { threads = tonumber(os.getenv("QUILL_TEST_THREADS") or "1"), minConfidence = 0, modelOffer = false },
 })

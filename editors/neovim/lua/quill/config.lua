@@ -23,7 +23,9 @@ M.defaults = {
   --- contextTokens, maxTokens, temperature, debounceMs, workspaceContext, enabled,
   --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv, secretPaths (a list of globs),
   --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup, validityGate, multiline, candidates, minConfidence,
-  --- quickMinConfidence, unsureAlternatives).  Unset keys keep the server's defaults.
+  --- quickMinConfidence, unsureAlternatives, modelOffer).  Unset keys keep the server's defaults.
+  --- A model chosen from the first-run offer (:QuillRecommend) is remembered in
+  --- stdpath("data")/quill/state.json and used when `model` is not set here.
   settings = {},
   --- Milliseconds to wait after the last keystroke before asking for a suggestion.
   debounce_ms = 60,
@@ -58,7 +60,7 @@ local SERVER_KEYS = {
   enabled = "boolean", cacheCompletions = "boolean", secretPaths = "table", indexMaxFiles = "number",
   latencyTargetMs = "number", kvCacheMb = "number", warmup = "boolean",
   validityGate = "boolean", multiline = "boolean", candidates = "number", minConfidence = "number",
-  quickMinConfidence = "number", unsureAlternatives = "boolean",
+  quickMinConfidence = "number", unsureAlternatives = "boolean", modelOffer = "boolean",
 }
 M.SERVER_KEYS = SERVER_KEYS
 

@@ -42,6 +42,11 @@ function M.check()
 
   local settings = quill.server_settings()
   health.info("model setting: " .. tostring(settings.model or "(server default)"))
+  local chosen = require("quill.offer").remembered()
+  if chosen then
+    local note = quill.user_model and (" (not used: setup{} sets model = " .. quill.user_model .. ")") or ""
+    health.info(("model chosen from the offer: %s%s, in %s"):format(chosen.id or chosen.settings.model, note, require("quill.offer").state_path()))
+  end
   local status, err = quill.status(3000)
   if status then
     local detail = status.detail and status.detail ~= "" and status.detail ~= vim.NIL and (" (" .. status.detail .. ")") or ""

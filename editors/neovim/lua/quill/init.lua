@@ -12,6 +12,7 @@ local uv = vim.uv or vim.loop
 local config = require("quill.config")
 local ghost = require("quill.ghost")
 local explain = require("quill.explain")
+local offer = require("quill.offer")
 
 local NAME = "quill"
 local MAX_RESTARTS = 5
@@ -23,6 +24,8 @@ M.problems = {}
 --- Last `quill/modelState` from the server: loading | ready | error (starting before the first).
 M.model_state = { state = "starting", detail = "" }
 M.server = { cmd = nil, tried = {} }
+--- settings.model as the user's own setup{} sets it (nil: a model chosen from an offer may apply).
+M.user_model = nil
 
 local enabled = true
 local stopping = false
@@ -126,7 +129,14 @@ local function send_settings()
   end
 end
 
-local function on_model_state(_, params)
+--- Merge `settings` into the server settings and send them all (the server reloads the model
+--- when `model` changed).
+function M.apply_settings(settings)
+  M.options.settings = vim.tbl_extend("force", M.options.settings, settings)
+  send_settings()
+end
+
+local function on_model_state(_, params, ctx)
   if type(params) ~= "table" then
     return
   end
@@ -136,6 +146,8 @@ local function on_model_state(_, params)
   end
   api.nvim_exec_autocmds("User", { pattern = "QuillModelState", modeline = false, data = M.model_state })
   pcall(vim.cmd.redrawstatus)
+  -- The first `ready` of a server start asks for a model offer (quill/modelOffer).
+  offer.on_model_state(ctx and ctx.client_id, params.state)
 end
 
 -- Where the cursor settled (a buffer entered, a jump, a move to another line): the server
@@ -236,7 +248,10 @@ end
 
 local schedule_restart
 
-local function on_exit(code, signal)
+local function on_exit(code, signal, client_id)
+  vim.schedule(function()
+    offer.on_exit(client_id)
+  end)
   if stopping then
     return
   end
@@ -448,6 +463,10 @@ function M.statusline()
   if not enabled then
     return "Quill: off"
   end
+  local downloading = offer.progress_text()
+  if downloading then
+    return "Quill: " .. downloading
+  end
   local s = M.model_state.state
   if s == "ready" then
     return ghost.busy and ghost.busy() and "Quill: generating" or "Quill"
@@ -486,6 +505,9 @@ local function show_status()
     table.insert(lines, err)
   end
   table.insert(lines, "completions: " .. (enabled and "on" or "off") .. ", ghost text: " .. (M.native() and "native (0.12)" or "extmarks"))
+  if offer.download then
+    table.insert(lines, offer.download.title .. ": " .. offer.progress_text():gsub("^downloading ", "") .. " (:QuillCancelDownload stops it)")
+  end
   local last = ghost.stats.last
   if last then
     table.insert(lines, ("last suggestion: %.0f ms after the keystroke (request %.0f ms, debounce %d ms)"):format(last.keystroke_to_ghost_ms, last.request_ms, last.debounce_ms))
@@ -509,7 +531,20 @@ local subcommands = {
     end
   end,
   suggest = function() ghost.suggest() end,
+  recommend = function() M.recommend() end,
+  cancel = function() offer.cancel() end,
 }
+
+--- :QuillRecommend: ask the server which model fits this machine best, and offer it.
+function M.recommend()
+  local client = clients(api.nvim_get_current_buf())[1] or clients()[1]
+  offer.recommend(client)
+end
+
+--- :QuillCancelDownload
+function M.cancel_download()
+  offer.cancel()
+end
 
 function M.command(args)
   local sub, rest = (args or ""):match("^%s*(%S*)%s*(.-)%s*$")
@@ -593,6 +628,12 @@ end
 ---@param opts? table see lua/quill/config.lua
 function M.setup(opts)
   local options, problems = config.resolve(opts)
+  M.user_model = opts and type(opts.settings) == "table" and opts.settings.model or nil
+  -- A model chosen from an offer earlier, unless setup{} names one (keys setup{} sets win).
+  local chosen = M.user_model == nil and offer.remembered()
+  if chosen then
+    options.settings = vim.tbl_extend("keep", options.settings, chosen.settings)
+  end
   M.options = options
   M.problems = problems
   for _, p in ipairs(problems) do
