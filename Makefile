@@ -119,8 +119,8 @@ $(VSCODE_E2E)/node_modules/.installed: $(VSCODE_E2E)/package.json $(VSCODE_E2E)/
 test-nvim: nvim-deps vocab
 	QUILL_EDITOR_TESTS=1 QUILL_VOCAB_DIR=$(abspath $(VOCAB_DIR)) $(PY) -m pytest -q -s -p no:cacheprovider tests/editors/test_neovim.py
 
-test-vscode: install test-vscode-unit vscode-e2e-deps
-	node $(VSCODE_E2E)/e2e.mjs
+test-vscode: install test-vscode-unit vscode-e2e-deps vocab
+	QUILL_EDITOR_TESTS=1 QUILL_VOCAB_DIR=$(abspath $(VOCAB_DIR)) $(PY) -m pytest -q -s -p no:cacheprovider tests/editors/test_vscode.py
 
 test-editors: test-nvim test-vscode
 

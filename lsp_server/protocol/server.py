@@ -169,6 +169,9 @@ class QuillServer(LanguageServer):
             except Exception:
                 logger.exception("settings hook failed")
         if reload and not initial:
+            # quill/status must not pair the new model's id with the old model's "ready"
+            # until the load task has started (it sends quill/modelState "loading").
+            self.model_state = ("loading", settings.model)
             self.start_model_load()
 
     def start_model_load(self) -> None:

@@ -108,6 +108,8 @@ async def test_offer_download_and_switch_without_a_restart(tmp_path: Path) -> No
             client.workspace_did_change_configuration(
                 types.DidChangeConfigurationParams(settings={"quill": {"workspaceContext": False, **offer["settings"]}})
             )
+            st = await request(client, "quill/status", {})  # at once: never the new id with the old model ready
+            assert st["model"] == world.model_id and (st["state"] == "loading" or "SmolLM2" not in st["detail"]), st
             st = await wait_model(client, world.model_id)
             assert st["description"] and "loading" in client.states  # type: ignore[attr-defined]
             uri = (tmp_path / "a.py").as_uri()

@@ -14,6 +14,8 @@ import {
   ServerOptions,
 } from "vscode-languageclient/node";
 
+import { OfferFlow } from "./offerFlow";
+import { settingsToApply } from "./offer";
 import { StatusBar } from "./status";
 import {
   CLIENT_ONLY_SETTINGS,
@@ -66,6 +68,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     ),
     vscode.commands.registerCommand("quill.pickModel", () => quill?.pickModel()),
     vscode.commands.registerCommand("quill.showStatus", () => quill?.showStatus()),
+    vscode.commands.registerCommand("quill.recommendModel", () => quill?.offers.recommend()),
     vscode.workspace.onDidChangeConfiguration((e) => quill?.onConfigurationChanged(e)),
     vscode.window.onDidChangeActiveTextEditor((editor) => quill?.reportCursor(editor)),
     vscode.window.onDidChangeTextEditorSelection((e) => quill?.reportCursor(e.textEditor)),
@@ -107,6 +110,10 @@ class QuillClient {
   private readonly serverKeys: string[];
   private cursorTimer: NodeJS.Timeout | undefined;
   private lastCursor = "";
+  /** Writing an offer's settings: one didChangeConfiguration at the end, not one per key. */
+  private applyingSettings = false;
+  /** The first-run model offer (quill/modelOffer, quill/pullModel). */
+  readonly offers: OfferFlow;
 
   constructor(
     private readonly context: vscode.ExtensionContext,
@@ -119,6 +126,12 @@ class QuillClient {
       .filter((k) => k.startsWith(SECTION + "."))
       .map((k) => k.slice(SECTION.length + 1))
       .filter((k) => !CLIENT_ONLY_SETTINGS.has(k));
+    this.offers = new OfferFlow({
+      log,
+      client: () => this.client,
+      applySettings: (settings) => this.applySettings(settings),
+      serverStatus: () => this.updateInfo(),
+    });
   }
 
   /**
@@ -211,6 +224,50 @@ class QuillClient {
     this.modelState = state;
     this.modelDetail = detail;
     this.refreshStatus();
+    this.offers.onModelState(state, detail);
+  }
+
+  /**
+   * Write `quill.*` settings (an accepted model offer) to the user settings, then send
+   * them to the server once: it reloads the model without a restart.
+   */
+  async applySettings(settings: Record<string, unknown>): Promise<boolean> {
+    const before = JSON.stringify(this.serverSettings());
+    const { apply, skipped } = settingsToApply(settings, this.serverKeys);
+    if (skipped.length) {
+      this.log.warn(`not applying unknown settings: ${skipped.join(", ")}`);
+    }
+    this.applyingSettings = true;
+    try {
+      for (const [key, value] of apply) {
+        await this.config.update(key, value, vscode.ConfigurationTarget.Global);
+        this.log.info(`set quill.${key} to ${JSON.stringify(value)} in the user settings`);
+        const inspected = this.config.inspect(key);
+        const shadow = inspected?.workspaceFolderValue ?? inspected?.workspaceValue;
+        if (shadow !== undefined && JSON.stringify(shadow) !== JSON.stringify(value)) {
+          void vscode.window.showWarningMessage(
+            `Quill: this workspace sets quill.${key} to ${JSON.stringify(shadow)}, which overrides the user setting ${JSON.stringify(value)}.`,
+          );
+        }
+      }
+    } finally {
+      this.applyingSettings = false;
+    }
+    this.refreshStatus();
+    const changed = JSON.stringify(this.serverSettings()) !== before;
+    if (changed) {
+      this.sendSettings();
+    }
+    return changed;
+  }
+
+  private sendSettings(): void {
+    const client = this.client;
+    if (client?.isRunning()) {
+      void client
+        .sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: this.serverSettings() } })
+        .catch((error) => this.log.warn(`didChangeConfiguration failed: ${error}`));
+    }
   }
 
   async start(): Promise<void> {
@@ -361,7 +418,7 @@ class QuillClient {
   }
 
   /** Ask the server for `quill/status`: the tooltip shows model, device and version. */
-  private async updateInfo(adoptState = false): Promise<StatusResult | undefined> {
+  async updateInfo(adoptState = false): Promise<StatusResult | undefined> {
     const client = this.client;
     if (!client?.isRunning()) {
       return undefined;
@@ -452,12 +509,10 @@ class QuillClient {
       return;
     }
     this.refreshStatus();
-    const client = this.client;
-    if (client?.isRunning()) {
-      void client
-        .sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: this.serverSettings() } })
-        .catch((error) => this.log.warn(`didChangeConfiguration failed: ${error}`));
+    if (this.applyingSettings) {
+      return; // applySettings sends them all at once when it is done
     }
+    this.sendSettings();
   }
 
   async pickModel(): Promise<void> {
