@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -478,21 +478,32 @@ def _record_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def update_cache_json(path: Path, change: Callable[[dict[str, Any]], None]) -> bool:
+    """Read the JSON object in ``path`` (an empty one when missing or unreadable), let
+    ``change`` edit it, and write it back atomically (a temporary file per process, then a
+    rename).  False when it could not be written: these files are caches, never required."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    change(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        logger.debug("could not write %s", path, exc_info=True)
+        return False
+    return True
+
+
 def record_verified(path: Path, sha: str) -> None:
     """Remember that ``path`` (as it is now: size, mtime) has sha256 ``sha``."""
-    record = cache_dir() / "verified.json"
-    try:
-        known = json.loads(record.read_text())
-    except (OSError, ValueError):
-        known = {}
-    known[_record_key(path)] = sha
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, record)
-    except OSError:
-        pass
+    key = _record_key(path)
+    update_cache_json(cache_dir() / "verified.json", lambda known: known.__setitem__(key, sha))
 
 
 def verify_file(path: Path, expected: str | None, *, use_record: bool = True) -> None:

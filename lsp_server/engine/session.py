@@ -175,23 +175,12 @@ def load_perf(key: str, max_age_s: float = 7 * 86400) -> Perf | None:
 
 
 def save_perf(key: str, perf: Perf) -> None:
-    path = _perf_file()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            data = {}
-    except (OSError, ValueError):
-        data = {}
+    from lsp_server.registry import update_cache_json
+
     entry = asdict(perf)
     entry.pop("source", None)
-    data[key] = entry
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        logger.debug("could not save speed figures to %s", path, exc_info=True)
+    if not update_cache_json(_perf_file(), lambda data: data.__setitem__(key, entry)):
+        logger.debug("could not save speed figures")
 
 
 def affordable_prompt_tokens(perf: Perf | None, target_ms: float, expected_gen_tokens: float) -> int:

@@ -40,7 +40,15 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequ
 
 from lsp_server.config.settings import DEFAULT_MODEL
 from lsp_server.protocol.server import QuillServer
-from lsp_server.registry import Manifest, PullError, cache_dir, get_manifest, load_manifests, model_dir
+from lsp_server.registry import (
+    Manifest,
+    PullError,
+    cache_dir,
+    get_manifest,
+    load_manifests,
+    model_dir,
+    update_cache_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +77,13 @@ def offered_before(model_id: str) -> bool:
 
 
 def record_offer(model_id: str) -> None:
-    path = _record_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not isinstance(data.get("offered"), dict):
-            data = {"offered": {}}
-    except (OSError, ValueError):
-        data = {"offered": {}}
-    data["offered"][model_id] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        logger.warning("could not record the model offer in %s", path, exc_info=True)
+    def add(data: dict[str, Any]) -> None:
+        if not isinstance(data.get("offered"), dict):
+            data["offered"] = {}
+        data["offered"][model_id] = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    if not update_cache_json(_record_path(), add):
+        logger.warning("could not record the model offer in %s", _record_path())
 
 
 # ---------------------------------------------------------------------------- offer

@@ -24,6 +24,43 @@ def nvim_binary() -> str | None:
     return str(venv) if venv.exists() else shutil.which("nvim")
 
 
+def _run_spec(nvim: str, spec: str, ws: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`nvim --headless` with only Quill on the runtimepath (nvim/minimal_init.lua), running
+    the spec nvim/SPEC in the workspace `ws`."""
+    return subprocess.run(
+        [
+            nvim,
+            "--headless",
+            "-u",
+            str(REPO / "tests/editors/nvim/minimal_init.lua"),
+            "-i",
+            "NONE",
+            "-c",
+            f"luafile {REPO / 'tests/editors/nvim' / spec}",
+        ],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _spec_result(proc: subprocess.CompletedProcess[str], result_file: Path, artifact: str) -> dict:
+    """The spec's JSON result, also kept as artifacts/ARTIFACT."""
+    assert result_file.exists(), f"nvim exited {proc.returncode} without a result:\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(result_file.read_text())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / artifact).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _assert_spec_passed(proc: subprocess.CompletedProcess[str], result: dict) -> None:
+    failed = [s for s in result["steps"] if not s["ok"]]
+    assert not result.get("error"), result["error"]
+    assert not failed and result.get("ok") and proc.returncode == 0, json.dumps(failed or result, indent=2)
+
+
 def test_neovim_plugin_end_to_end(tmp_path: Path) -> None:
     nvim, server = nvim_binary(), quill_lsp()
     if not nvim:
@@ -44,28 +81,9 @@ def test_neovim_plugin_end_to_end(tmp_path: Path) -> None:
         QUILL_LSP=server,
         QUILL_LOG_FILE=str(server_log),
     )
-    proc = subprocess.run(
-        [
-            nvim,
-            "--headless",
-            "-u",
-            str(REPO / "tests/editors/nvim/minimal_init.lua"),
-            "-i",
-            "NONE",
-            "-c",
-            f"luafile {REPO / 'tests/editors/nvim/quill_spec.lua'}",
-        ],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    proc = _run_spec(nvim, "quill_spec.lua", ws, env, timeout=900)
     print(proc.stderr)
-    assert result_file.exists(), f"nvim exited {proc.returncode} without a result:\n{proc.stdout}\n{proc.stderr}"
-    result = json.loads(result_file.read_text())
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "neovim-result.json").write_text(json.dumps(result, indent=2))
+    result = _spec_result(proc, result_file, "neovim-result.json")
     if server_log.exists():
         shutil.copy(server_log, ARTIFACTS / "neovim-server.log")
     timings = result.get("timings", {})
@@ -74,9 +92,7 @@ def test_neovim_plugin_end_to_end(tmp_path: Path) -> None:
         f"keystroke -> ghost text {timings.get('keystroke_to_ghost_ms', 0):.0f} ms; "
         f"ghost text {result.get('ghost_text')!r}"
     )
-    failed = [s for s in result["steps"] if not s["ok"]]
-    assert not result.get("error"), result["error"]
-    assert not failed and result.get("ok") and proc.returncode == 0, json.dumps(failed or result, indent=2)
+    _assert_spec_passed(proc, result)
 
 
 # --------------------------------------------------------------------------------------
@@ -309,34 +325,13 @@ def _offer_nvim(tmp_path: Path, world, phase: str, picks: str = "", timeout: flo
         QUILL_TEST_PICKS=picks,
         QUILL_LOG_FILE=str(tmp_path / f"server-{phase}.log"),
     )
-    proc = subprocess.run(
-        [
-            nvim,
-            "--headless",
-            "-u",
-            str(REPO / "tests/editors/nvim/minimal_init.lua"),
-            "-i",
-            "NONE",
-            "-c",
-            f"luafile {REPO / 'tests/editors/nvim/offer_spec.lua'}",
-        ],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = _run_spec(nvim, "offer_spec.lua", ws, env, timeout=timeout)
     print(f"--- nvim ({phase}) ---\n{proc.stderr}")
-    assert result_file.exists(), f"nvim exited {proc.returncode} without a result:\n{proc.stdout}\n{proc.stderr}"
-    result = json.loads(result_file.read_text())
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"neovim-offer-{phase}.json").write_text(json.dumps(result, indent=2))
+    result = _spec_result(proc, result_file, f"neovim-offer-{phase}.json")
     server_log = tmp_path / f"server-{phase}.log"
     if server_log.exists():
         shutil.copy(server_log, ARTIFACTS / f"neovim-offer-{phase}-server.log")
-    failed = [s for s in result["steps"] if not s["ok"]]
-    assert not result.get("error"), result["error"]
-    assert not failed and result.get("ok") and proc.returncode == 0, json.dumps(failed or result, indent=2)
+    _assert_spec_passed(proc, result)
     return result
 
 

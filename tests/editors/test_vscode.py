@@ -43,15 +43,21 @@ def _node_or_skip() -> str:
     return node
 
 
-def test_vscode_extension_end_to_end() -> None:
-    node = _node_or_skip()
-    proc = subprocess.run([node, str(E2E / "e2e.mjs")], capture_output=True, text=True, timeout=900)
+def _assert_driver_passed(proc: subprocess.CompletedProcess[str], result_name: str) -> None:
+    """Print the driver's output; assert that it passed: exit 0, and in its result
+    (artifacts/RESULT_NAME) every step ok and no error."""
     print(proc.stdout[-6000:], proc.stderr[-3000:])
-    result = json.loads((ARTIFACTS / "vscode-result.json").read_text())
+    result = json.loads((ARTIFACTS / result_name).read_text())
     failed = [s for s in result["steps"] if not s["ok"]]
     assert proc.returncode == 0 and not failed and not result.get("error"), json.dumps(failed or result, indent=2)[
         :4000
     ]
+
+
+def test_vscode_extension_end_to_end() -> None:
+    node = _node_or_skip()
+    proc = subprocess.run([node, str(E2E / "e2e.mjs")], capture_output=True, text=True, timeout=900)
+    _assert_driver_passed(proc, "vscode-result.json")
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
@@ -78,12 +84,7 @@ def test_vscode_model_offer(tmp_path: Path, mode: str) -> None:
         proc = subprocess.run([node, str(E2E / "offer-e2e.mjs")], capture_output=True, text=True, timeout=900, env=env)
         requests = list(world.hub.requests)
         pulled = world.pulled.is_file()
-    print(proc.stdout[-6000:], proc.stderr[-3000:])
-    result = json.loads((ARTIFACTS / f"vscode-offer-{mode}-result.json").read_text())
-    failed = [s for s in result["steps"] if not s["ok"]]
-    assert proc.returncode == 0 and not failed and not result.get("error"), json.dumps(failed or result, indent=2)[
-        :4000
-    ]
+    _assert_driver_passed(proc, f"vscode-offer-{mode}-result.json")
     if mode == "online":
         assert any(method == "GET" for method, _path, _range in requests), requests
         assert pulled, world.pulled

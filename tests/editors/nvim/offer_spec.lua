@@ -23,12 +23,12 @@ local phase = assert(os.getenv("QUILL_TEST_PHASE"), "QUILL_TEST_PHASE is not set
 local model_id = assert(os.getenv("QUILL_TEST_MODEL_ID"), "QUILL_TEST_MODEL_ID is not set")
 local DEMO = "smollm2-135m-instruct"
 
-local results = { phase = phase, steps = {}, notes = {}, selects = {}, events = {} }
-local failed = false
-
-local function log(...)
-  io.stderr:write(table.concat(vim.tbl_map(tostring, { ... }), " ") .. "\n")
-end
+local h = dofile(vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":p:h") .. "/harness.lua").new({
+  result_path = result_path,
+  results = { phase = phase, steps = {}, notes = {}, selects = {}, events = {} },
+})
+local results = h.results
+local log, step, sleep, wait_until, finish = h.log, h.step, h.sleep, h.wait_until, h.finish
 
 -- What the user is told, and the choices they are given.
 local real_notify = vim.notify
@@ -61,56 +61,6 @@ for _, pattern in ipairs({ "QuillModelOffer", "QuillDownload", "QuillModelPulled
       table.insert(results.events, { name = pattern, data = ev.data, t = uv.now() })
     end,
   })
-end
-
-local function finish()
-  results.ok = not failed
-  results.nvim = tostring(vim.version())
-  local f = assert(io.open(result_path, "w"))
-  f:write(vim.json.encode(results))
-  f:close()
-  vim.cmd(failed and "cquit 1" or "qall!")
-end
-
-local function resume(co, ...)
-  local ok, err = coroutine.resume(co, ...)
-  if not ok then
-    failed = true
-    results.error = tostring(err) .. "\n" .. debug.traceback(co)
-    log("ERROR", results.error)
-    finish()
-  end
-end
-
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function()
-    resume(co)
-  end, ms)
-  coroutine.yield()
-end
-
-local function wait_until(cond, timeout_ms)
-  local start = uv.now()
-  while true do
-    local v = cond()
-    if v then
-      return v
-    end
-    if uv.now() - start > timeout_ms then
-      return nil
-    end
-    sleep(10)
-  end
-end
-
-local function step(name, ok, detail)
-  table.insert(results.steps, { name = name, ok = ok and true or false, detail = detail })
-  log(ok and "PASS" or "FAIL", name, detail ~= nil and vim.inspect(detail) or "")
-  if not ok then
-    failed = true
-  end
-  return ok
 end
 
 local function events(name, since)
@@ -330,12 +280,8 @@ local function offline()
   step("nothing is remembered", read_state() == nil, read_state())
 end
 
-local co = coroutine.create(function()
+h.run(function()
   local phases = { first = first, again = again, user_model = user_model, offline = offline }
   assert(phases[phase], "unknown QUILL_TEST_PHASE " .. phase)()
   finish()
-end)
-
-vim.schedule(function()
-  resume(co)
 end)

@@ -17,63 +17,13 @@ local result_path = os.getenv("QUILL_TEST_RESULT") or (vim.fn.tempname() .. ".js
 local server = os.getenv("QUILL_LSP") or (vim.g.quill_repo_root .. "/.venv/bin/quill-lsp")
 local want_code_actions = os.getenv("QUILL_TEST_CODE_ACTIONS") or "auto" -- auto | require | skip
 
-local results = { steps = {}, timings = {} }
-local failed = false
-
-local function log(...)
-  io.stderr:write(table.concat(vim.tbl_map(tostring, { ... }), " ") .. "\n")
-end
-
-local function finish()
-  results.ok = not failed
-  results.nvim = tostring(vim.version())
-  results.load_average = { uv.loadavg() }
-  local f = assert(io.open(result_path, "w"))
-  f:write(vim.json.encode(results))
-  f:close()
-  vim.cmd(failed and "cquit 1" or "qall!")
-end
-
-local function resume(co, ...)
-  local ok, err = coroutine.resume(co, ...)
-  if not ok then
-    failed = true
-    results.error = tostring(err) .. "\n" .. debug.traceback(co)
-    log("ERROR", results.error)
-    finish()
-  end
-end
-
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function()
-    resume(co)
-  end, ms)
-  coroutine.yield()
-end
-
-local function wait_until(cond, timeout_ms)
-  local start = uv.now()
-  while true do
-    local v = cond()
-    if v then
-      return v
-    end
-    if uv.now() - start > timeout_ms then
-      return nil
-    end
-    sleep(5)
-  end
-end
-
-local function step(name, ok, detail)
-  table.insert(results.steps, { name = name, ok = ok and true or false, detail = detail })
-  log(ok and "PASS" or "FAIL", name, detail and vim.inspect(detail) or "")
-  if not ok then
-    failed = true
-  end
-  return ok
-end
+local h = dofile(vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":p:h") .. "/harness.lua").new({
+  result_path = result_path,
+  results = { steps = {}, timings = {} },
+  poll_ms = 5,
+})
+local results = h.results
+local step, sleep, wait_until, finish = h.step, h.sleep, h.wait_until, h.finish
 
 local function lines()
   return api.nvim_buf_get_lines(0, 0, -1, false)
@@ -123,7 +73,7 @@ local function extmarks()
   return api.nvim_buf_get_extmarks(0, ghost.ns, 0, -1, { details = true })
 end
 
-local co = coroutine.create(function()
+h.run(function()
   vim.lsp.set_log_level("debug") -- the LSP log then shows the $/cancelRequest notifications
   quill.setup({ cmd = { server, "--log-level", os.getenv("QUILL_TEST_SERVER_LOG_LEVEL") or "info" }, debounce_ms = 60,
     -- One model thread: the editor and the test share 2 cores with the model, and
@@ -437,8 +387,4 @@ local co = coroutine.create(function()
     step("found the server process to kill", false, api.nvim_get_proc_children(vim.fn.getpid()))
   end
   finish()
-end)
-
-vim.schedule(function()
-  resume(co)
 end)

@@ -15,23 +15,12 @@
 // QUILL_TEST_CODE_ACTIONS (auto | require | skip), QUILL_TEST_OTHER_MODEL (a .gguf for the
 // "pick model" step; default: `quill-lsp models path gemma3-270m`, skipped when absent).
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
+import { CodeServer, Harness, READY, Scratch, artifacts, checkTools, pidsWith, runCommand, server, sleep } from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "../../..");
-const vsix = process.env.QUILL_VSIX || path.join(repo, "editors/vscode/quill.vsix");
-const server = process.env.QUILL_LSP || path.join(repo, ".venv/bin/quill-lsp");
-const codeServer = path.join(here, "node_modules/.bin/code-server");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const artifacts = process.env.QUILL_EDITOR_ARTIFACTS || path.join(repo, "tests/editors/artifacts");
-const threads = Number(process.env.QUILL_TEST_THREADS || "1");
 const wantCodeActions = process.env.QUILL_TEST_CODE_ACTIONS || "auto";
 // A second model for the "pick model" step: a .gguf path (default: gemma3-270m when pulled).
 // Typing speed: a key every 120 ms (about 100 words a minute); the clock starts after the last.
@@ -80,77 +69,9 @@ def fibonacci(n: int) -> int:
         return n
 `;
 
-const results = { steps: [], timings: {}, statusBar: [], loadAverage: os.loadavg(), cpus: os.cpus().length };
-let failed = false;
-
-function step(name, ok, detail) {
-  results.steps.push({ name, ok: !!ok, detail });
-  console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail !== undefined ? " " + JSON.stringify(detail) : ""}`);
-  if (!ok) failed = true;
-  return !!ok;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitHealthy(port, timeoutMs) {
-  const start = Date.now();
-  while (Date.now() - start < timeoutMs) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
-      if (res.ok) return true;
-    } catch {
-      // not up yet
-    }
-    await sleep(100);
-  }
-  return false;
-}
-
-/** Pids of processes whose command line contains `needle` (our scratch path: only ours). */
-function pidsWith(needle) {
-  const out = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
-      if (cmd.includes(needle)) out.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-async function statusText(page) {
-  return page.evaluate(() => {
-    const items = [...document.querySelectorAll(".statusbar-item")];
-    const quill = items.find((e) => /Quill/.test(e.textContent || ""));
-    return quill ? (quill.textContent || "").trim() : null;
-  });
-}
-
-async function waitStatus(page, re, timeoutMs) {
-  const start = Date.now();
-  let last = null;
-  while (Date.now() - start < timeoutMs) {
-    last = await statusText(page);
-    if (last !== null && results.statusBar[results.statusBar.length - 1] !== last) results.statusBar.push(last);
-    if (last !== null && re.test(last)) return last;
-    await sleep(50);
-  }
-  return null;
-}
+// Quill's status bar item is looked at every 50 ms.
+const h = new Harness({}, { statusPollMs: 50 });
+const { results, step, waitStatus } = h;
 
 /**
  * Type `text` a key every `keyDelay` ms; returns the time the last key went down (the clock
@@ -164,96 +85,28 @@ async function typeLikeAPerson(page, text) {
   return t0;
 }
 
-async function runCommand(page, title) {
-  await page.keyboard.press("F1");
-  await page.waitForSelector(".quick-input-widget input", { state: "visible" });
-  await page.keyboard.type(title);
-  const row = page.locator(`.quick-input-list .monaco-list-row:has-text("${title}")`).first();
-  await row.waitFor({ timeout: 15000 });
-  await page.keyboard.press("Enter");
-}
-
 async function main() {
   fs.mkdirSync(artifacts, { recursive: true });
-  for (const [what, p] of [["vsix", vsix], ["quill-lsp", server], ["code-server", codeServer], ["chromium", chromiumPath]]) {
-    if (!fs.existsSync(p)) {
-      throw new Error(`${what} not found at ${p}`);
-    }
-  }
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "quill-vscode-"));
-  const home = path.join(tmp, "home");
-  const ws = path.join(tmp, "ws");
-  const userData = path.join(tmp, "data");
-  const extDir = path.join(tmp, "ext");
-  for (const d of [home, ws, path.join(userData, "User"), extDir, path.join(ws, ".venv", "bin")]) {
-    fs.mkdirSync(d, { recursive: true });
-  }
-  const samplePath = path.join(ws, "sample.py");
-  fs.writeFileSync(samplePath, SAMPLE);
-  // The extension's default lookup finds the workspace's .venv/bin/quill-lsp (code-server
-  // resets PATH for the extension host, so PATH alone would not do).
-  const venvServer = path.join(ws, ".venv", "bin", "quill-lsp");
-  fs.symlinkSync(server, venvServer);
-  fs.writeFileSync(
-    path.join(userData, "User", "settings.json"),
-    JSON.stringify(
-      {
-        "workbench.startupEditor": "none",
-        "files.hotExit": "off",
-        "security.workspace.trust.enabled": false,
-        "workbench.tips.enabled": false,
-        "extensions.ignoreRecommendations": true,
-        "telemetry.telemetryLevel": "off",
-        "quill.threads": threads,
-        // No confidence bar: the steps check the client in many contexts (tests/lsp test the bar).
-        "quill.minConfidence": 0,
-        "quill.quickMinConfidence": 0,
-        "quill.trace.server": process.env.QUILL_TEST_TRACE || "off",
-        // The first-run model offer has its own test (offer-e2e.mjs); here its notification
-        // would depend on this machine.
-        "quill.modelOffer": false,
-      },
-      null,
-      2,
-    ),
-  );
-  const env = {
-    ...process.env,
-    HOME: home,
-    XDG_CONFIG_HOME: path.join(tmp, "config"),
-    XDG_DATA_HOME: path.join(tmp, "share"),
-    XDG_STATE_HOME: path.join(tmp, "state"),
-    XDG_CACHE_HOME: path.join(tmp, "cache"),
-    QUILL_LOG_FILE: path.join(tmp, "server.log"),
-  };
+  checkTools();
+  const w = new Scratch("quill-vscode-", {
+    sample: SAMPLE,
+    settings: {
+      // No confidence bar: the steps check the client in many contexts (tests/lsp test the bar).
+      "quill.minConfidence": 0,
+      "quill.quickMinConfidence": 0,
+      "quill.trace.server": process.env.QUILL_TEST_TRACE || "off",
+      // The first-run model offer has its own test (offer-e2e.mjs); here its notification
+      // would depend on this machine.
+      "quill.modelOffer": false,
+    },
+  });
+  const { tmp, ws, samplePath, venvServer } = w;
+  results.timings.installExtensionMs = w.installExtension();
 
-  let t = Date.now();
-  execFileSync(codeServer, ["--install-extension", vsix, "--extensions-dir", extDir, "--user-data-dir", userData], { env, stdio: "pipe" });
-  results.timings.installExtensionMs = Date.now() - t;
-
-  const port = await freePort();
-  const configPath = path.join(tmp, "config.yaml");
-  fs.writeFileSync(configPath, `bind-addr: 127.0.0.1:${port}\nauth: none\ncert: false\n`);
-  const log = fs.openSync(path.join(tmp, "code-server.log"), "w");
-  t = Date.now();
-  const cs = spawn(
-    codeServer,
-    ["--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--disable-telemetry", "--disable-update-check",
-      "--disable-workspace-trust", "--user-data-dir", userData, "--extensions-dir", extDir, "--config", configPath, ws],
-    { env, detached: true, stdio: ["ignore", log, log] },
-  );
-  let browser;
+  const cs = new CodeServer(w);
   try {
-    if (!step("code-server starts", await waitHealthy(port, 60000))) return;
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"],
-    });
-    const page = await browser.newPage({ viewport: { width: 1280, height: 760 } });
-    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
-    await page.waitForSelector(".monaco-workbench", { timeout: 60000 });
+    const page = await cs.start();
+    if (!step("code-server starts", page)) return;
 
     // Open sample.py.
     await page.keyboard.press("Control+P");
@@ -263,8 +116,8 @@ async function main() {
     await page.keyboard.press("Enter");
     await page.waitForSelector(".editor-instance .view-lines", { timeout: 30000 });
 
-    const ready = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
-    results.timings.codeServerStartToReadyMs = Date.now() - t;
+    const ready = await waitStatus(page, READY, 120000);
+    results.timings.codeServerStartToReadyMs = Date.now() - cs.startedAt;
     if (!step("status bar shows the model ready", ready !== null, { status: ready, seen: results.statusBar })) return;
 
     // Type at a new last line; the clock starts after the last key.
@@ -554,7 +407,7 @@ async function main() {
       await page.keyboard.type(otherModel);
       await page.keyboard.press("Enter");
       const reloading = await waitStatus(page, /loading/, 20000);
-      const reloaded = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
+      const reloaded = await waitStatus(page, READY, 120000);
       await runCommand(page, "Quill: Show server status");
       // The status names the model by its description (e.g. "Gemma 3 270M ..."): match the family.
       const family = path.basename(otherModel).split(/[-_.]/)[0];
@@ -575,7 +428,7 @@ async function main() {
     const pidsBefore = pidsWith(venvServer);
     await runCommand(page, "Quill: Restart server");
     const restarting = await waitStatus(page, /starting|loading/, 20000);
-    const restarted = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
+    const restarted = await waitStatus(page, READY, 120000);
     const pidsAfter = pidsWith(venvServer);
     step("Quill: Restart server starts a new server", restarting !== null && restarted !== null && pidsAfter.length > 0 && pidsAfter.every((p) => !pidsBefore.includes(p)), {
       before: pidsBefore,
@@ -593,45 +446,18 @@ async function main() {
         }
       }
       const down = await waitStatus(page, /error/, 20000);
-      const up = await waitStatus(page, /^(?!.*(loading|starting|error)).*Quill/, 120000);
+      const up = await waitStatus(page, READY, 120000);
       step("a killed server is restarted and the status bar returns to ready", down !== null && up !== null && pidsWith(venvServer).length > 0,
         { seen: results.statusBar.slice(-5) });
     }
   } finally {
-    results.ok = !failed && results.steps.length > 0;
-    if (browser) await browser.close().catch(() => {});
-    try {
-      process.kill(-cs.pid, "SIGTERM");
-    } catch {
-      // already gone
-    }
-    await sleep(500);
-    try {
-      process.kill(-cs.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    for (const name of ["server.log", "code-server.log"]) {
-      try {
-        fs.copyFileSync(path.join(tmp, name), path.join(artifacts, `vscode-${name}`));
-      } catch {
-        // not written
-      }
-    }
-    fs.writeFileSync(path.join(artifacts, "vscode-result.json"), JSON.stringify(results, null, 2));
-    if (process.env.QUILL_KEEP_TMP !== "1") fs.rmSync(tmp, { recursive: true, force: true });
+    await cs.stop();
+    w.keep([["server.log", "vscode-server.log"], ["code-server-1.log", "vscode-code-server.log"]]);
+    h.end("vscode-result.json");
+    w.remove();
   }
 }
 
-main()
-  .catch((error) => {
-    failed = true;
-    results.error = String(error && error.stack ? error.stack : error);
-    console.error(results.error);
-    fs.mkdirSync(artifacts, { recursive: true });
-    fs.writeFileSync(path.join(artifacts, "vscode-result.json"), JSON.stringify(results, null, 2));
-  })
-  .finally(() => {
-    console.log(`keystroke -> ghost text: ${results.timings.keystrokeToGhostMs ?? "?"} ms; ghost: ${JSON.stringify(results.ghostText ?? null)}`);
-    process.exit(failed ? 1 : 0);
-  });
+h.main(main, "vscode-result.json", () => {
+  console.log(`keystroke -> ghost text: ${results.timings.keystrokeToGhostMs ?? "?"} ms; ghost: ${JSON.stringify(results.ghostText ?? null)}`);
+});

@@ -20,82 +20,21 @@
 // Results: artifacts/vscode-offer-MODE-result.json.  Environment as e2e.mjs (QUILL_VSIX,
 // QUILL_LSP, CHROMIUM, QUILL_EDITOR_ARTIFACTS, QUILL_TEST_THREADS).
 
-import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
+import { CodeServer, Harness, READY, Scratch, artifacts, checkTools, pidsWith, runCommand, sleep } from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "../../..");
-const vsix = process.env.QUILL_VSIX || path.join(repo, "editors/vscode/quill.vsix");
-const server = process.env.QUILL_LSP || path.join(repo, ".venv/bin/quill-lsp");
-const codeServer = path.join(here, "node_modules/.bin/code-server");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const artifacts = process.env.QUILL_EDITOR_ARTIFACTS || path.join(repo, "tests/editors/artifacts");
-const threads = Number(process.env.QUILL_TEST_THREADS || "1");
 const mode = process.env.QUILL_OFFER_MODE || "online";
 const worldEnv = JSON.parse(process.env.QUILL_OFFER_ENV || "{}");
 const modelId = process.env.QUILL_OFFER_MODEL_ID || "";
 const modelName = process.env.QUILL_OFFER_MODEL_NAME || "";
 /** The offer's notification: the server's message says "a code model fits this machine". */
 const OFFER_TEXT = "code model fits this machine";
-const READY = /^(?!.*(loading|starting|error)).*Quill/;
 let serverLogPath = "";
 
-const results = { mode, steps: [], timings: {}, statusBar: [], toasts: [], loadAverage: os.loadavg(), cpus: os.cpus().length };
-let failed = false;
-
-function step(name, ok, detail) {
-  results.steps.push({ name, ok: !!ok, detail });
-  console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail !== undefined ? " " + JSON.stringify(detail) : ""}`);
-  if (!ok) failed = true;
-  return !!ok;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
-
-async function waitHealthy(port, timeoutMs) {
-  const start = Date.now();
-  while (Date.now() - start < timeoutMs) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return true;
-    } catch {
-      // not up yet
-    }
-    await sleep(100);
-  }
-  return false;
-}
-
-/** Pids of processes whose command line contains `needle` (our scratch path: only ours). */
-function pidsWith(needle) {
-  const out = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
-      if (cmd.includes(needle)) out.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
+const h = new Harness({ mode, toasts: [] });
+const { results, step, waitStatus } = h;
 
 /** Every file named `name` under `dir`. */
 function findFiles(dir, name, out = []) {
@@ -111,25 +50,6 @@ function findFiles(dir, name, out = []) {
     else if (e.name === name) out.push(p);
   }
   return out;
-}
-
-async function statusText(page) {
-  return page.evaluate(() => {
-    const quill = [...document.querySelectorAll(".statusbar-item")].find((e) => /Quill/.test(e.textContent || ""));
-    return quill ? (quill.textContent || "").trim() : null;
-  });
-}
-
-async function waitStatus(page, re, timeoutMs) {
-  const start = Date.now();
-  let last = null;
-  while (Date.now() - start < timeoutMs) {
-    last = await statusText(page);
-    if (last !== null && results.statusBar[results.statusBar.length - 1] !== last) results.statusBar.push(last);
-    if (last !== null && re.test(last)) return last;
-    await sleep(100);
-  }
-  return null;
 }
 
 /** The texts of the notification toasts on screen (message and buttons). */
@@ -161,14 +81,6 @@ async function clickToastButton(page, messagePart, label) {
   await toast.locator(".monaco-button", { hasText: label }).first().click({ timeout: 10000 });
 }
 
-async function runCommand(page, title) {
-  await page.keyboard.press("F1");
-  await page.waitForSelector(".quick-input-widget input", { state: "visible" });
-  await page.keyboard.type(title);
-  await page.locator(`.quick-input-list .monaco-list-row:has-text("${title}")`).first().waitFor({ timeout: 15000 });
-  await page.keyboard.press("Enter");
-}
-
 function readUserSettings(userData) {
   try {
     // VS Code writes plain JSON here (no comments in a file it created).
@@ -193,53 +105,6 @@ function offerLogLines(userData, since) {
     }
   }
   return lines;
-}
-
-class CodeServer {
-  constructor(tmp, env, userData, extDir, ws) {
-    Object.assign(this, { tmp, env, userData, extDir, ws, runs: 0 });
-  }
-
-  async start() {
-    this.runs++;
-    this.startedAt = Date.now();
-    this.port = await freePort();
-    const configPath = path.join(this.tmp, "config.yaml");
-    fs.writeFileSync(configPath, `bind-addr: 127.0.0.1:${this.port}\nauth: none\ncert: false\n`);
-    const log = fs.openSync(path.join(this.tmp, `code-server-${this.runs}.log`), "w");
-    this.proc = spawn(
-      codeServer,
-      ["--bind-addr", `127.0.0.1:${this.port}`, "--auth", "none", "--disable-telemetry", "--disable-update-check",
-        "--disable-workspace-trust", "--user-data-dir", this.userData, "--extensions-dir", this.extDir, "--config", configPath, this.ws],
-      { env: this.env, detached: true, stdio: ["ignore", log, log] },
-    );
-    if (!(await waitHealthy(this.port, 60000))) return null;
-    this.browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"],
-    });
-    const page = await this.browser.newPage({ viewport: { width: 1280, height: 760 } });
-    await page.goto(`http://127.0.0.1:${this.port}/?folder=${encodeURIComponent(this.ws)}`);
-    await page.waitForSelector(".monaco-workbench", { timeout: 60000 });
-    return page;
-  }
-
-  async stop() {
-    if (this.browser) await this.browser.close().catch(() => {});
-    this.browser = undefined;
-    if (!this.proc) return;
-    for (const sig of ["SIGTERM", "SIGKILL"]) {
-      try {
-        process.kill(-this.proc.pid, sig);
-      } catch {
-        // already gone
-      }
-      await sleep(sig === "SIGTERM" ? 1500 : 200);
-    }
-    this.proc = undefined;
-  }
 }
 
 /** After the model is ready: the offer, or (after `quietMs` with the log saying none) null. */
@@ -371,47 +236,15 @@ async function offline(page, cs) {
 
 async function main() {
   fs.mkdirSync(artifacts, { recursive: true });
-  for (const [what, p] of [["vsix", vsix], ["quill-lsp", server], ["code-server", codeServer], ["chromium", chromiumPath]]) {
-    if (!fs.existsSync(p)) throw new Error(`${what} not found at ${p}`);
-  }
+  checkTools();
   if (!worldEnv.QUILL_MODELS_DIR || !modelId) throw new Error("QUILL_OFFER_ENV / QUILL_OFFER_MODEL_ID not set: run through tests/editors/test_vscode.py");
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `quill-vscode-offer-${mode}-`));
-  const home = path.join(tmp, "home");
-  const ws = path.join(tmp, "ws");
-  const userData = path.join(tmp, "data");
-  const extDir = path.join(tmp, "ext");
-  for (const d of [home, ws, path.join(userData, "User"), extDir, path.join(ws, ".venv", "bin")]) fs.mkdirSync(d, { recursive: true });
-  fs.writeFileSync(path.join(ws, "sample.py"), "import math\n\n\ndef area(r):\n    return math.pi * r ** 2\n");
-  const venvServer = path.join(ws, ".venv", "bin", "quill-lsp");
-  fs.symlinkSync(server, venvServer);
-  fs.writeFileSync(
-    path.join(userData, "User", "settings.json"),
-    JSON.stringify({
-      "workbench.startupEditor": "none",
-      "files.hotExit": "off",
-      "security.workspace.trust.enabled": false,
-      "workbench.tips.enabled": false,
-      "extensions.ignoreRecommendations": true,
-      "telemetry.telemetryLevel": "off",
-      "quill.threads": threads,
-    }, null, 2),
-  );
-  const env = {
-    ...process.env,
-    HOME: home,
-    XDG_CONFIG_HOME: path.join(tmp, "config"),
-    XDG_DATA_HOME: path.join(tmp, "share"),
-    XDG_STATE_HOME: path.join(tmp, "state"),
-    XDG_CACHE_HOME: path.join(tmp, "cache"),
-    QUILL_LOG_FILE: (serverLogPath = path.join(tmp, "server.log")),
-    ...worldEnv,
-  };
-  if (mode !== "offline") delete env.HF_HUB_OFFLINE;
-  let t = Date.now();
-  execFileSync(codeServer, ["--install-extension", vsix, "--extensions-dir", extDir, "--user-data-dir", userData], { env, stdio: "pipe" });
-  results.timings.installExtensionMs = Date.now() - t;
+  const w = new Scratch(`quill-vscode-offer-${mode}-`, { sample: "import math\n\n\ndef area(r):\n    return math.pi * r ** 2\n", env: worldEnv });
+  const { venvServer, userData } = w;
+  serverLogPath = w.serverLog;
+  if (mode !== "offline") delete w.env.HF_HUB_OFFLINE;
+  results.timings.installExtensionMs = w.installExtension();
 
-  const cs = new CodeServer(tmp, env, userData, extDir, ws);
+  const cs = new CodeServer(w);
   try {
     let page = await cs.start();
     if (!step("code-server starts in the offer world", page)) return;
@@ -421,7 +254,7 @@ async function main() {
 
     if (mode === "offline") await offline(page, cs);
     else await online(page, cs, venvServer);
-    if (failed) return;
+    if (h.failed) return;
 
     // The same environment again: no offer (online: the new model is no demo model;
     // offline: the server's record of the offer made).
@@ -441,28 +274,13 @@ async function main() {
       step("Quill: Recommend a Model offers the model again", offer && offer.buttons.includes("Show Manual Steps"), offer);
     }
   } finally {
-    results.ok = !failed && results.steps.length > 0;
     await cs.stop();
-    for (const [name, to] of [["server.log", `vscode-offer-${mode}-server.log`], ["code-server-1.log", `vscode-offer-${mode}-code-server.log`]]) {
-      try {
-        fs.copyFileSync(path.join(tmp, name), path.join(artifacts, to));
-      } catch {
-        // not written
-      }
-    }
+    w.keep([["server.log", `vscode-offer-${mode}-server.log`], ["code-server-1.log", `vscode-offer-${mode}-code-server.log`]]);
     const quillLogs = findFiles(path.join(userData, "logs"), "Quill.log");
     results.extensionLog = quillLogs.flatMap((f) => fs.readFileSync(f, "utf8").split("\n").filter((l) => /offer|pull|switch|set quill\./.test(l)));
-    fs.writeFileSync(path.join(artifacts, `vscode-offer-${mode}-result.json`), JSON.stringify(results, null, 2));
-    if (process.env.QUILL_KEEP_TMP !== "1") fs.rmSync(tmp, { recursive: true, force: true });
+    h.end(`vscode-offer-${mode}-result.json`);
+    w.remove();
   }
 }
 
-main()
-  .catch((error) => {
-    failed = true;
-    results.error = String(error && error.stack ? error.stack : error);
-    console.error(results.error);
-    fs.mkdirSync(artifacts, { recursive: true });
-    fs.writeFileSync(path.join(artifacts, `vscode-offer-${mode}-result.json`), JSON.stringify(results, null, 2));
-  })
-  .finally(() => process.exit(failed ? 1 : 0));
+h.main(main, `vscode-offer-${mode}-result.json`);
