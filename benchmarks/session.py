@@ -108,6 +108,7 @@ class Sample:
     kind: str = ""
     truth: str = ""  # the rest of the line in the real file at that moment
     confidence: float | None = None  # as the server reported it (None: not known)
+    server: dict[str, Any] | None = None  # Quill's lastCompletion for this request (timings, tokens)
 
     @property
     def first_line(self) -> str:
@@ -220,6 +221,7 @@ class QuillEditor(Editor):
         return Sample(
             "", ms, text, timed_out, int(last.get("evaluatedTokens", -1)), str(last.get("promptKind", "")),
             confidence=None if conf is None else float(conf),
+            server=last,
         )
 
 

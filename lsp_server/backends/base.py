@@ -65,6 +65,11 @@ class GenerationRequest:
     # Called with the text generated so far; returning True stops generation (used for
     # syntax-aware stops such as "the block ended").
     should_stop: Callable[[str], bool] | None = None
+    # Called after each token with the text, the log-probabilities and the token ends so
+    # far; True stops generation with stop_reason "unsure": what is written can no longer
+    # be shown (engine/candidates.py ``give_up_rule``).  Backends that cannot score tokens
+    # ignore it.
+    give_up: Callable[[str, Sequence[float], Sequence[int]], bool] | None = None
     seed: int = 0
     # Which KV state to use (a document's, see backends/kv_store.py); backends that keep
     # one state, or none, ignore it.
@@ -79,7 +84,7 @@ class GenerationResult:
     reused_tokens: int  # prompt tokens whose KV cache was reused from the previous call
     prompt_ms: float
     generate_ms: float
-    stop_reason: str  # "stop", "length", "cancelled", "eos", "condition"
+    stop_reason: str  # "stop", "length", "cancelled", "eos", "condition", "unsure"
     evaluated_tokens: int = -1  # prompt tokens evaluated (-1: the backend does not say)
     shifted_tokens: int = 0  # reused tokens that were moved to new positions
     # Per generated token: its log-probability (temperature 1, no mask) and the character

@@ -276,6 +276,9 @@ def decode(
         if request.should_stop is not None and len(produced) >= len(forced) and request.should_stop(text):
             stop_reason = "condition"
             break
+        if request.give_up is not None and request.give_up(text, logprobs, ends):
+            stop_reason = "unsure"
+            break
         eval_token(token)
     if stop_reason != "stop":
         text += decoder.decode(b"", final=True)

@@ -136,6 +136,31 @@ def confidence_of(mean_logprob: float, own: Sequence[float]) -> float:
     return math.exp(min(mean_logprob, early))
 
 
+def give_up_rule(bar: float, forced_len: int) -> Callable[[str, Sequence[float], Sequence[int]], bool] | None:
+    """A ``GenerationRequest.give_up`` that stops as soon as the suggestion cannot reach
+    ``bar``: one of the first ``EARLY_TOKENS`` tokens the model wrote itself (past the
+    forced prefix) is less likely than ``bar`` squared, so the confidence is under the bar
+    whatever follows.  Only tokens on the suggestion's first line count: the caller uses
+    it where that line is kept as written (nothing after the cursor on its line).  A
+    hidden suggestion then costs the tokens up to that one, not the whole line and the
+    lines looked ahead at.  None when there is no bar."""
+    if bar <= 0:
+        return None
+    floor = 2 * math.log(bar)
+
+    def doomed(text: str, logprobs: Sequence[float], ends: Sequence[int]) -> bool:
+        i = len(logprobs) - 1
+        if i < 0 or logprobs[i] >= floor:
+            return False
+        start = ends[i - 1] if i > 0 else 0
+        if start < forced_len or "\n" in text[forced_len : ends[i]]:
+            return False
+        own_before = sum(1 for j in range(i) if (ends[j - 1] if j > 0 else 0) >= forced_len)
+        return own_before < EARLY_TOKENS
+
+    return doomed
+
+
 def boundaries(gen: GenerationResult, forced_len: int) -> list[int]:
     """Token ends as offsets in the suggestion (after the forced prefix)."""
     return [e - forced_len for e in gen.token_ends if e > forced_len]
@@ -242,6 +267,8 @@ def choose(
                 if gen is None or gen.stop_reason == "cancelled":
                     break
                 tried += 1
+                if gen.stop_reason == "unsure":
+                    continue  # under the bar whatever it would have become
                 if replacing and gen.stop_reason == "length":
                     continue  # cut off: not a short suggestion
                 cand = build(gen)

@@ -28,6 +28,8 @@ from lsp_server.engine.candidates import (
     Candidate,
     ChoiceOptions,
     choose,
+    confidence_of,
+    give_up_rule,
     make_candidate,
     rank,
 )
@@ -94,6 +96,23 @@ class _Choice:
     ms: float = 0.0
     logprobs: tuple[float, ...] = ()
     forced_tokens: int = 0
+
+
+def _unsure(gen: GenerationResult, forced_len: int) -> _Choice:
+    """A generation that gave up (``give_up_rule``): nothing to show; its confidence is
+    that of what it wrote, under the bar by construction."""
+    starts = [0, *gen.token_ends[:-1]]
+    own = [lp for lp, start in zip(gen.logprobs, starts, strict=False) if start >= forced_len]
+    conf = confidence_of(sum(own) / len(own), own) if own else None
+    return _Choice(
+        "",
+        confidence=conf,
+        min_prob=math.exp(min(own)) if own else None,
+        gate="unsure",
+        hidden="confidence",
+        logprobs=tuple(gen.logprobs),
+        forced_tokens=len(gen.logprobs) - len(own),
+    )
 
 
 ModelLoader = Callable[[Settings], LoadedModel]
@@ -527,6 +546,10 @@ class CompletionEngine:
             # Looking ahead for the code below costs tokens: as long again as the line took
             # at most, and never past the latency target.
             cond = lookahead_capped(cond, cur, t0 + settings.latency_target_ms / 1000)
+        bar = settings.quick_min_confidence if kind == "quick" else settings.min_confidence
+        give_up = None
+        if mode is Mode.LINE and not cur.line_suffix.strip() and req.max_items <= 1 and not settings.unsure_alternatives:
+            give_up = give_up_rule(bar, len(forced))
         request = GenerationRequest(
             prompt=prompt.tokens,
             max_tokens=settings.max_tokens,
@@ -534,17 +557,21 @@ class CompletionEngine:
             stop=model.stop,
             forced_prefix=forced,
             should_stop=lambda text: cond(text[len(forced) :]),
+            give_up=give_up,
             slot=slot,
         )
         gen = backend.generate(request, cancel)
-        text = finalize(gen.text, mode, cur, forced, grow) if gen.stop_reason != "cancelled" else ""
+        text = finalize(gen.text, mode, cur, forced, grow) if gen.stop_reason not in ("cancelled", "unsure") else ""
         choice = _Choice(text)
-        if gen.stop_reason != "cancelled":
+        if gen.stop_reason == "unsure":
+            choice = _unsure(gen, len(forced))
+        elif gen.stop_reason != "cancelled":
             t3 = time.perf_counter()
             # The quick bar is for a quick prompt without the full one's retrieved context;
             # one that reads all of it is as sure of itself as the full one (docs/latency.md).
             choice = self._choose(model, req, mode, cur, cancel, request, gen, text, t0, kind == "quick")
             choice.ms = (time.perf_counter() - t3) * 1000
+        if gen.stop_reason != "cancelled":
             if kind == "full":
                 self.idle.full_ready[req.uri] = time.monotonic()
                 self.stats.full_prompts += 1

@@ -14,6 +14,7 @@ from lsp_server.engine.candidates import (
     ChoiceOptions,
     branch_point,
     choose,
+    give_up_rule,
     kept_logprobs,
     make_candidate,
     rank,
@@ -324,3 +325,85 @@ def test_an_unsure_suggestion_without_a_close_second_start_gets_no_alternative()
                            build=lambda g: make_candidate(g, g.text, 0, None, False),
                            deadline=time.perf_counter() + 10, cancel=threading.Event())
     assert ranked == [] and tried == 1 and not calls
+
+
+def _doomed_at(rule, text, lps):
+    """The first token index at which ``rule`` gives up (one token per character), or None."""
+    for i in range(len(text)):
+        if rule(text[: i + 1], lps[: i + 1], list(range(1, i + 2))):
+            return i
+    return None
+
+
+def test_give_up_only_when_the_confidence_can_no_longer_reach_the_bar():
+    bar = 0.55
+    rule = give_up_rule(bar, forced_len=0)
+    sure, unsure = math.log(0.9), math.log(bar**2 * 0.99)  # just under bar squared
+    # An unsure token among the first EARLY_TOKENS: whatever follows, the confidence is under the bar.
+    lps = [sure, sure, unsure] + [math.log(0.999)] * 20
+    assert _doomed_at(rule, "abc" + "x" * 20, lps) == 2
+    whole = make_candidate(gen("abc" + "x" * 20, lps), "abc" + "x" * 20, 0, None, use_gate=False)
+    assert whole.confidence < bar  # what finishing the line would have found
+    # Just at bar squared: not given up (the confidence may reach the bar).
+    assert _doomed_at(rule, "abc", [sure, sure, math.log(bar**2 * 1.01)]) is None
+    # Past the first EARLY_TOKENS only the mean counts: later tokens may lift it.
+    late = [sure] * EARLY_TOKENS + [unsure] + [sure] * 5
+    assert _doomed_at(rule, "x" * len(late), late) is None
+    # Not on the first line (cleanup may cut there), not in the forced prefix.
+    assert _doomed_at(rule, "ab\ncd", [sure, sure, sure, unsure, sure]) is None
+    forced_rule = give_up_rule(bar, forced_len=2)
+    assert _doomed_at(forced_rule, "abcd", [unsure, sure, sure, sure]) is None
+    assert _doomed_at(forced_rule, "abcd", [unsure, sure, unsure, sure]) == 2
+    # Forced tokens do not count among the first EARLY_TOKENS own ones.
+    text = "ab" + "x" * EARLY_TOKENS
+    lps = [sure, sure] + [sure] * (EARLY_TOKENS - 1) + [unsure]
+    assert _doomed_at(forced_rule, text, lps) == len(text) - 1
+    # No bar, no rule.
+    assert give_up_rule(0.0, 0) is None
+
+
+async def test_the_engine_gives_up_on_a_hopeless_line_and_hides_it():
+    """Through the engine with a backend that scores tokens: a line whose third token is
+    a guess stops there (stop reason "unsure", hidden, confidence under the bar) instead
+    of writing the rest; a sure line is written and shown as before."""
+
+    class Scored(FakeBackend):
+        def __init__(self, probs):
+            super().__init__(lambda prompt: "compute(x) + 1\n")
+            self.probs = probs
+
+        def generate(self, request, cancel):
+            self.calls.append(request)
+            text, lps, ends, reason = "", [], [], "eos"
+            for i, ch in enumerate(request.forced_prefix + self.reply("")):
+                text += ch
+                lps.append(math.log(self.probs(i)))
+                ends.append(len(text))
+                if request.should_stop is not None and request.should_stop(text):
+                    reason = "condition"
+                    break
+                if request.give_up is not None and request.give_up(text, lps, ends):
+                    reason = "unsure"
+                    break
+            return GenerationResult(text, [ord(c) for c in text], 5, 0, 0.0, 0.0, reason, logprobs=lps, token_ends=ends)
+
+    async def run(probs):
+        backend = Scored(probs)
+        engine = engine_with(backend, min_confidence=0.55, latency_target_ms=0, multiline=False, validity_gate=False)
+        try:
+            return await engine.complete(request("x = 1\ny = ")), backend
+        finally:
+            engine.shutdown()
+
+    result, backend = await run(lambda i: 0.2 if i == 2 else 0.95)
+    assert backend.calls[0].give_up is not None
+    assert result.stop_reason == "unsure" and result.text == "" and result.hidden == "confidence"
+    assert result.generated_tokens == 3 and result.confidence < 0.55
+    result, backend = await run(lambda i: 0.95)
+    assert result.stop_reason != "unsure" and result.text == "compute(x) + 1"
+    # Asked for several suggestions (explicit request), nothing is given up early.
+    backend = Scored(lambda i: 0.2 if i == 2 else 0.95)
+    engine = engine_with(backend, min_confidence=0.55, latency_target_ms=0, multiline=False, validity_gate=False)
+    await engine.complete(request("x = 1\ny = ", max_items=3))
+    engine.shutdown()
+    assert backend.calls[0].give_up is None
