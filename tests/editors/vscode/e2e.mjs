@@ -216,10 +216,22 @@ async function main() {
     // server sends quill/refreshInlineCompletion and the extension asks again at the
     // cursor: the ghost text changes to the full prompt's (the name defined far above).
     fs.writeFileSync(path.join(ws, "far_name.py"), FAR_NAME);
-    await page.keyboard.press("Control+P");
-    await page.waitForSelector(".quick-input-widget input", { state: "visible" });
-    await page.keyboard.type("far_name.py");
-    await page.locator('.quick-input-list .monaco-list-row:has-text("far_name.py")').first().waitFor({ timeout: 30000 });
+    // Quick Open: a file written a moment ago is sometimes not in its first search (seen
+    // in 2 of 5 runs under load): close it and search again.
+    let farListed = false;
+    for (let attempt = 0; attempt < 3 && !farListed; attempt++) {
+      await page.keyboard.press("Escape");
+      await page.keyboard.press("Control+P");
+      await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+      await page.keyboard.type("far_name.py");
+      farListed = await page
+        .locator('.quick-input-list .monaco-list-row:has-text("far_name.py")')
+        .first()
+        .waitFor({ timeout: 15000 })
+        .then(() => true)
+        .catch(() => false);
+    }
+    if (!farListed) throw new Error("Quick Open never listed far_name.py");
     await page.keyboard.press("Enter");
     await sleep(500);
     await page.click(".editor-instance .view-lines");
