@@ -59,6 +59,11 @@ class PullCancelled(PullError):
     """The pull was cancelled (the partial file is kept: the next pull resumes it)."""
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads from the Hub (as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def pull_model(
     m: Manifest,
     *,
@@ -115,7 +120,7 @@ def pull_huggingface(
     constants.HF_HUB_DISABLE_TELEMETRY = True
     src = m.source
     assert src.repo is not None
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if constants.HF_HUB_OFFLINE or hub_offline():
         raise PullError(f"HF_HUB_OFFLINE is set: cannot download {m.id}")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
     revision = src.revision or "main"

@@ -52,9 +52,10 @@ from lsp_server.engine.session import (
     Perf,
     affordable_prompt_tokens,
     load_perf,
+    perf_from_entry,
     perf_key,
 )
-from lsp_server.registry import Manifest, cache_dir, installed_path, load_manifests
+from lsp_server.registry import Manifest, cache_dir, installed_path, load_manifests, read_cache_json
 
 GIB = 1 << 30
 # A useful prompt: the lines around the cursor and a little context (a few hundred tokens).
@@ -279,14 +280,10 @@ def _cached_perf(path: Path, threads_setting: int) -> Perf | None:
     if perf is not None:
         return perf
     prefix = perf_key("llama_cpp", str(path), 0, 0).rsplit("|", 2)[0] + "|"
-    try:
-        data = json.loads((cache_dir() / "perf.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
     best: Perf | None = None
-    for key in data if isinstance(data, dict) else ():
+    for key, entry in read_cache_json(cache_dir() / "perf.json").items():
         if key.startswith(prefix):
-            found = load_perf(key, CACHE_MAX_AGE_S)
+            found = perf_from_entry(entry, CACHE_MAX_AGE_S)
             if found is not None and (best is None or found.measured_at > best.measured_at):
                 best = found
     return best

@@ -478,16 +478,20 @@ def _record_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def update_cache_json(path: Path, change: Callable[[dict[str, Any]], None]) -> bool:
-    """Read the JSON object in ``path`` (an empty one when missing or unreadable), let
-    ``change`` edit it, and write it back atomically (a temporary file per process, then a
-    rename).  False when it could not be written: these files are caches, never required."""
+def read_cache_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; an empty one when it is missing or unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            data = {}
     except (OSError, ValueError):
-        data = {}
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_cache_json(path: Path, change: Callable[[dict[str, Any]], None]) -> bool:
+    """Let ``change`` edit the JSON object in ``path`` (``read_cache_json``) and write it
+    back atomically (a temporary file per process, then a rename).  False when it could not
+    be written: these files are caches, never required."""
+    data = read_cache_json(path)
     change(data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -515,11 +519,7 @@ def verify_file(path: Path, expected: str | None, *, use_record: bool = True) ->
     if not expected:
         return
     if use_record:
-        try:
-            known = json.loads((cache_dir() / "verified.json").read_text())
-        except (OSError, ValueError):
-            known = {}
-        if known.get(_record_key(path)) == expected:
+        if read_cache_json(cache_dir() / "verified.json").get(_record_key(path)) == expected:
             return
     actual = sha256_file(path)
     if actual != expected:

@@ -29,8 +29,10 @@ from lsp_server.engine.candidates import (
     ChoiceOptions,
     choose,
     confidence_of,
+    forced_tokens,
     give_up_rule,
     make_candidate,
+    own_logprobs,
     rank,
 )
 from lsp_server.engine.gate import prepare_for as gate_prepare
@@ -101,17 +103,16 @@ class _Choice:
 def _unsure(gen: GenerationResult, forced_len: int) -> _Choice:
     """A generation that gave up (``give_up_rule``): nothing to show; its confidence is
     that of what it wrote, under the bar by construction."""
-    starts = [0, *gen.token_ends[:-1]]
-    own = [lp for lp, start in zip(gen.logprobs, starts, strict=False) if start >= forced_len]
-    conf = confidence_of(sum(own) / len(own), own) if own else None
+    n_forced = forced_tokens(gen, forced_len)
+    own = own_logprobs(gen.logprobs, n_forced)  # the rule gave up on one of these: never empty
     return _Choice(
         "",
-        confidence=conf,
-        min_prob=math.exp(min(own)) if own else None,
+        confidence=confidence_of(sum(own) / len(own), own),
+        min_prob=math.exp(min(own)),
         gate="unsure",
         hidden="confidence",
         logprobs=tuple(gen.logprobs),
-        forced_tokens=len(gen.logprobs) - len(own),
+        forced_tokens=n_forced,
     )
 
 

@@ -16,7 +16,6 @@ and to have the next request's prompt evaluated before it is asked.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -155,9 +154,14 @@ def _perf_file() -> Path:
 
 
 def load_perf(key: str, max_age_s: float = 7 * 86400) -> Perf | None:
+    from lsp_server.registry import read_cache_json
+
+    return perf_from_entry(read_cache_json(_perf_file()).get(key), max_age_s)
+
+
+def perf_from_entry(entry: Any, max_age_s: float = 7 * 86400) -> Perf | None:
+    """The figures of one ``perf.json`` entry, or None when it is malformed or too old."""
     try:
-        data = json.loads(_perf_file().read_text(encoding="utf-8"))
-        entry = data[key]
         perf = Perf(
             float(entry["prompt_tok_s"]),
             float(entry["gen_ms_per_token"]),
@@ -167,7 +171,7 @@ def load_perf(key: str, max_age_s: float = 7 * 86400) -> Perf | None:
             str(entry.get("candidates", "")),
             int(entry.get("batch_threads", 0)),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if time.time() - perf.measured_at > max_age_s or perf.prompt_tok_s <= 0:
         return None

@@ -60,7 +60,6 @@ EXPLAIN_COMMAND = "quill.explain"
 REWRITE_COMMAND = "quill.rewrite"
 DATA_TAG = "quill"
 KEEP_EXPLANATIONS = 50  # older explanation files are deleted
-PROGRESS_CREATE_TIMEOUT_S = 5.0
 _ANSWERED = object()  # the request was answered (or cancelled) before its handler ran
 
 
@@ -117,21 +116,9 @@ class _Progress:
         self._percentage = 0
         self._ended = False
 
-    def _supported(self) -> bool:
-        caps = self.ls.client_capabilities
-        return bool(caps and caps.window and caps.window.work_done_progress)
-
     async def begin(self, message: str) -> None:
-        if not self._supported():
-            return
-        token = f"quill-action-{uuid.uuid4()}"
-        try:
-            # Bounded: a client that never answers must not hold up the action.
-            await asyncio.wait_for(self.ls.work_done_progress.create_async(token), PROGRESS_CREATE_TIMEOUT_S)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.debug("client refused a progress token", exc_info=True)
+        token = await self.ls.create_progress_token("quill-action")
+        if token is None:
             return
         self.token = token
         future = self.ls.work_done_progress.tokens.get(token)

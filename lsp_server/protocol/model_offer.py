@@ -31,7 +31,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
 from lsp_server.config.settings import DEFAULT_MODEL
-from lsp_server.protocol.server import QuillServer
+from lsp_server.protocol.server import QuillServer, param
+from lsp_server.pull import PullCancelled, hub_offline, pull_model
 from lsp_server.registry import (
     Manifest,
     PullError,
@@ -47,6 +47,7 @@ from lsp_server.registry import (
     get_manifest,
     load_manifests,
     model_dir,
+    read_cache_json,
     update_cache_json,
 )
 
@@ -69,11 +70,8 @@ def _record_path() -> Path:
 
 
 def offered_before(model_id: str) -> bool:
-    try:
-        data = json.loads(_record_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and model_id in data.get("offered", {})
+    offered = read_cache_json(_record_path()).get("offered")
+    return isinstance(offered, dict) and model_id in offered
 
 
 def record_offer(model_id: str) -> None:
@@ -100,10 +98,6 @@ def handed_figures() -> dict[str, float]:
     if not isinstance(data, dict) or set(data) - set(keys):
         raise ValueError(f"{MACHINE_ENV} must be an object with keys among {', '.join(keys)}")
     return {keys[k]: float(v) for k, v in data.items()}
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def manual_steps(m: Manifest) -> str:
@@ -159,17 +153,18 @@ def compute_offer(ls: QuillServer, again: bool) -> dict[str, Any] | None:
         logger.info("no model offer: %s", exc)
         return None
     target, _notes = target_for(settings)
-    rec = recommend(machine, target)
+    manifests = load_manifests()
+    rec = recommend(machine, target, manifests)
     if rec.embedded:
         logger.info("no model offer: no code model fits this machine (quill-lsp models recommend tells why)")
         return None
     chosen = rec.chosen
     if not again and offered_before(chosen.id):
         return None
-    m = get_manifest(chosen.id)
+    m = manifests[chosen.id]
     data = as_json(rec)["recommended"]
     where = "on the GPU" if chosen.device == "gpu" else "on the CPU"
-    demo = load_manifests().get(DEFAULT_MODEL)
+    demo = manifests.get(DEFAULT_MODEL)
     got = "already on this machine" if chosen.installed else f"{data['size']} to download"
     message = (
         f"A code model fits this machine: {chosen.name} ({got}; a first suggestion in about "
@@ -186,7 +181,7 @@ def compute_offer(ls: QuillServer, again: bool) -> dict[str, Any] | None:
         "installed": chosen.installed,
         "settings": data["settings"],
         "message": message,
-        "offline": offline() and not chosen.installed,
+        "offline": hub_offline() and not chosen.installed,
         "manualSteps": manual_steps(m),
         "pullCommand": f"quill-lsp models pull {chosen.id}",
         "reasoning": rec.reasoning,
@@ -210,53 +205,40 @@ class Pull:
         self.cancelled.set()
 
 
-class Pulls:
-    """The downloads in flight (one per model), also by progress token."""
-
-    def __init__(self) -> None:
-        self.by_model: dict[str, Pull] = {}
-        self.by_token: dict[str, Pull] = {}
-
-
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB" if n >= 10e6 else f"{n / 1e6:,.1f} MB"
 
 
-async def pull(ls: QuillServer, pulls: Pulls, params: Any) -> dict[str, Any]:
-    from lsp_server.pull import PullCancelled, pull_model
-
-    model_id = _param(params, "model")
+async def pull(ls: QuillServer, pulls: dict[str, Pull], params: Any) -> dict[str, Any]:
+    model_id = param(params, "model")
     if not isinstance(model_id, str) or not model_id:
         raise JsonRpcInvalidParams('quill/pullModel needs {"model": "<manifest id>"}')
     try:
         m = get_manifest(model_id)
     except Exception as exc:
         raise JsonRpcInvalidParams(str(exc)) from exc
-    previous = pulls.by_model.get(model_id)
+    previous = pulls.get(model_id)
     if previous is not None:
         if not previous.stop.is_set() or previous.work is None:
             raise RequestFailed(f"{m.name} is already being downloaded")
         await asyncio.wait({previous.work})  # a cancelled pull winding down: then resume it
-    if offline() and m.source.type == "huggingface":
+    if hub_offline() and m.source.type == "huggingface":
         raise RequestFailed(f"HF_HUB_OFFLINE is set: {m.name} cannot be downloaded here.\n{manual_steps(m)}")
     loop = asyncio.get_running_loop()
     job = Pull()
-    pulls.by_model[model_id] = job
-    token = _param(params, "workDoneToken")
+    pulls[model_id] = job
+    token = param(params, "workDoneToken")
     if not isinstance(token, (str, int)) or isinstance(token, bool):
-        token = None
-        if ls._client_has_progress():
-            token = f"quill-pull-{uuid.uuid4()}"
-            try:
-                await asyncio.wait_for(ls.work_done_progress.create_async(token), 5.0)
-            except Exception:
-                logger.debug("client refused progress", exc_info=True)
-                token = None
+        token = await ls.create_progress_token("quill-pull")
     if token is not None:
-        pulls.by_token[str(token)] = job
         _send(ls.work_done_progress.begin, token, types.WorkDoneProgressBegin(
             title=f"Downloading {m.name}", message="connecting", percentage=0, cancellable=True
         ))
+        # pygls keeps a future per token (the client's too, from begin) and cancels it on
+        # window/workDoneProgress/cancel.
+        future = ls.work_done_progress.tokens.get(token)
+        if future is not None:
+            future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
     last = [0.0, -1]
 
     def report(done: int, total: int | None) -> None:
@@ -271,8 +253,8 @@ async def pull(ls: QuillServer, pulls: Pulls, params: Any) -> dict[str, Any]:
         )
 
     def finished(_: Any) -> None:
-        if pulls.by_model.get(model_id) is job:
-            del pulls.by_model[model_id]
+        if pulls.get(model_id) is job:
+            del pulls[model_id]
 
     job.work = loop.run_in_executor(None, lambda: pull_model(m, quiet=True, progress=report, cancel=job.stop))
     job.work.add_done_callback(finished)
@@ -303,7 +285,6 @@ async def pull(ls: QuillServer, pulls: Pulls, params: Any) -> dict[str, Any]:
     finally:
         waiter.cancel()
         if token is not None:
-            pulls.by_token.pop(str(token), None)
             _send(ls.work_done_progress.end, token, types.WorkDoneProgressEnd(message=end))
 
 
@@ -314,18 +295,12 @@ def _send(fn: Any, token: Any, value: Any) -> None:
         logger.debug("progress message failed", exc_info=True)
 
 
-def _param(params: Any, key: str) -> Any:
-    if isinstance(params, dict):
-        return params.get(key)
-    return getattr(params, key, None)
-
-
 def register(server: QuillServer) -> None:
-    pulls = Pulls()
+    pulls: dict[str, Pull] = {}  # the downloads in flight, one per model
 
     @server.feature(OFFER_REQUEST)
     async def model_offer(ls: QuillServer, params: Any) -> dict[str, Any] | None:
-        again = bool(_param(params, "again"))
+        again = bool(param(params, "again"))
         try:
             return await asyncio.get_running_loop().run_in_executor(None, compute_offer, ls, again)
         except ValueError as exc:  # QUILL_MACHINE malformed
@@ -335,9 +310,3 @@ def register(server: QuillServer) -> None:
     async def pull_model_request(ls: QuillServer, params: Any) -> dict[str, Any]:
         return await pull(ls, pulls, params)
 
-    @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
-    def progress_cancel(ls: QuillServer, params: types.WorkDoneProgressCancelParams) -> None:
-        job = pulls.by_token.get(str(params.token))
-        if job is not None:
-            logger.info("download cancelled by the client")
-            job.cancel()

@@ -50,6 +50,17 @@ REFRESH_NOTIFICATION = "quill/refreshInlineCompletion"
 EXPLICIT_ITEMS = 3
 
 
+# A client that does not answer window/workDoneProgress/create within this gets no progress.
+PROGRESS_CREATE_TIMEOUT_S = 5.0
+
+
+def param(params: Any, key: str) -> Any:
+    """``key`` of a custom request's params (a dict, or pygls's object for unknown methods)."""
+    if isinstance(params, dict):
+        return params.get(key)
+    return getattr(params, key, None)
+
+
 def uri_to_path(uri: str) -> str:
     parsed = urlparse(uri)
     if parsed.scheme not in ("file", ""):
@@ -184,17 +195,30 @@ class QuillServer(LanguageServer):
         caps = self.client_capabilities
         return bool(caps and caps.window and caps.window.work_done_progress)
 
+    async def create_progress_token(self, prefix: str) -> str | None:
+        """A server-initiated ``$/progress`` token (``window/workDoneProgress/create``), or
+        None when the client cannot show progress or refuses.  Bounded: a client that never
+        answers must not hold back the work the progress is about.  pygls keeps a future per
+        token that its ``window/workDoneProgress/cancel`` handler cancels."""
+        if not self._client_has_progress():
+            return None
+        token = f"{prefix}-{uuid.uuid4()}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), PROGRESS_CREATE_TIMEOUT_S)
+        except Exception:
+            logger.debug("client refused progress", exc_info=True)
+            return None
+        return token
+
     async def _load_model_with_progress(self) -> None:
-        token = f"quill-model-{uuid.uuid4()}" if self._client_has_progress() else None
+        token = await self.create_progress_token("quill-model")
         if token is not None:
             try:
-                # A client that never answers must not hold the model load back.
-                await asyncio.wait_for(self.work_done_progress.create_async(token), 5.0)
                 self.work_done_progress.begin(
                     token, types.WorkDoneProgressBegin(title="Quill", message=f"loading model {self.settings.model}")
                 )
             except Exception:
-                logger.debug("client refused progress", exc_info=True)
+                logger.debug("progress begin failed", exc_info=True)
                 token = None
         message = "model ready"
         try:

@@ -26,6 +26,7 @@ from lsprotocol import types
 
 from lsp_server.config import Settings
 from lsp_server.context.parser import EXTENSIONS
+from lsp_server.protocol.server import param
 
 if TYPE_CHECKING:
     from lsp_server.context.workspace import RecentDocuments, WorkspaceContext
@@ -123,11 +124,10 @@ class WorkspaceFeature:
                 pass
         ls = self.server
         loop = asyncio.get_running_loop()
-        token: str | None = f"quill-index-{uuid.uuid4()}" if ls._client_has_progress() else None
+        token = await ls.create_progress_token("quill-index")
         names = ", ".join(os.path.basename(r) or r for r in roots)
         if token is not None:
             try:
-                await ls.work_done_progress.create_async(token)
                 ls.work_done_progress.begin(
                     token,
                     types.WorkDoneProgressBegin(
@@ -235,19 +235,13 @@ class WorkspaceFeature:
         status = self.context.status()
         if self._build_task is not None and not self._build_task.done():
             status["state"] = "building"
-        symbol = _param(params, "symbol")
+        symbol = param(params, "symbol")
         if isinstance(symbol, str) and symbol:
             status["definitions"] = [
                 {"path": f.path, "line": s.line, "kind": s.kind, "signature": s.signature}
                 for f, s in self.context.index.definitions(symbol)
             ]
         return status
-
-
-def _param(params: Any, key: str) -> Any:
-    if isinstance(params, dict):
-        return params.get(key)
-    return getattr(params, key, None)
 
 
 def register(server: QuillServer) -> None:
