@@ -190,6 +190,25 @@ class Session:
                 if state == "ready":
                     break
                 await asyncio.sleep(0.1)
+            await self.wait_workspace()
+
+    async def wait_workspace(self, timeout_s: float = 120.0) -> None:
+        """Until the server has evaluated the workspace's likely context (idle time after
+        the index is built, as a user reading code gives it; servers without it: at once)."""
+        t0 = time.perf_counter()
+        ws: dict[str, Any] = {}
+        while time.perf_counter() - t0 < timeout_s:
+            status = plain(await self.client.protocol.send_request_async("quill/status", {}))
+            ws = (status.get("session") or {}).get("workspace") or {}
+            if not ws or (not ws.get("due") and ws.get("state") != "warming"):
+                break
+            await asyncio.sleep(0.1)
+        if ws:
+            print(
+                f"  workspace context {ws.get('state')}: {ws.get('chunks')} chunks, {ws.get('tokens')} tokens, "
+                f"{time.perf_counter() - t0:.1f} s after the index",
+                file=sys.stderr,
+            )
 
     async def wait_warm(self, uri: str, timeout_s: float = 600.0) -> bool:
         """Until the server says the document's full prompt is evaluated (quill/status);
@@ -738,7 +757,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "setting": o.setting,
                             "completion": o.completion,
                             "latency_ms": o.latency_ms,
-                            "detail": {k: o.detail.get(k) for k in ("spot", "confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "tokenLogprobs", "forcedTokens", "raw", "items", "refreshedAfterMs", "firstText", "keystrokeMs")},
+                            "detail": {k: o.detail.get(k) for k in ("spot", "confidence", "minProb", "gate", "candidates", "hidden", "promptKind", "promptTokens", "reusedTokens", "shiftedTokens", "evaluatedTokens", "contextTokens", "contextChunks", "timingsMs", "generatedTokens", "tokenLogprobs", "forcedTokens", "raw", "items", "refreshedAfterMs", "firstText", "keystrokeMs")},
                             **o.score,
                         }
                         for o in all_outcomes

@@ -16,6 +16,11 @@ whose start moved (the prefix window slid forward, the retrieved context shrank,
 were deleted above the cursor) does not re-evaluate what it still holds.  A shifted run
 was computed after text that is no longer before it, so its state is close to, not equal
 to, a fresh evaluation: the same trade llama-server makes.
+
+:func:`best_seed` lets a slot that holds nothing yet (a document just opened) start from
+another kept state instead of from nothing: the one whose tokens serve most of its first
+prompt (another document's retrieved context, the workspace's likely context evaluated in
+idle time), so that those runs are shifted into place instead of evaluated again.
 """
 
 from __future__ import annotations
@@ -101,6 +106,21 @@ def plan_reuse(cached: Sequence[int] | np.ndarray, prompt: Sequence[int] | np.nd
     return plan
 
 
+def best_seed(
+    states: dict[str, np.ndarray], prompt: Sequence[int] | np.ndarray, min_chunk: int
+) -> tuple[str | None, int]:
+    """The kept state (slot name -> its tokens) that serves most of ``prompt`` by
+    :func:`plan_reuse`, and how many prompt tokens it keeps; (None, 0) when none keeps at
+    least ``min_chunk`` (a copy of a state is not worth a few tokens)."""
+    best, keep = None, 0
+    for name, tokens in states.items():
+        if len(tokens):
+            k = plan_reuse(tokens, prompt, min_chunk).keep
+            if k > keep:
+                best, keep = name, k
+    return (best, keep) if keep >= max(1, min_chunk) else (None, 0)
+
+
 @dataclass
 class Snapshot:
     tokens: np.ndarray
@@ -150,6 +170,19 @@ class SnapshotStore:
             if snap is not None:
                 self._remove(slot)
             return snap
+
+    def get(self, slot: str) -> Snapshot | None:
+        """The snapshot of ``slot``, kept (a seed for another slot); marks it recently used."""
+        with self._lock:
+            snap = self._items.get(slot)
+            if snap is not None:
+                self._items.move_to_end(slot)
+            return snap
+
+    def tokens(self) -> dict[str, np.ndarray]:
+        """Slot name -> the tokens its snapshot holds."""
+        with self._lock:
+            return {k: v.tokens for k, v in self._items.items()}
 
     def peek_tokens(self, slot: str) -> np.ndarray | None:
         with self._lock:

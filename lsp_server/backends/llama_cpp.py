@@ -35,7 +35,7 @@ from lsp_server.backends.decoding import (
     silence_llama_logs,
     token_piece,
 )
-from lsp_server.backends.kv_store import ReusePlan, Snapshot, SnapshotStore, plan_reuse
+from lsp_server.backends.kv_store import ReusePlan, Snapshot, SnapshotStore, best_seed, plan_reuse
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +323,7 @@ class LlamaCppBackend:
         # KV states of other slots (documents) than the active one, in host memory.
         self._store = SnapshotStore(max(0, kv_cache_mb) * 1024 * 1024)
         self._active: str | None = None
+        self.seeded = 0  # slots that started from another slot's state (``_activate``)
         self._branch_from: tuple[str, int, np.ndarray] | None = None
         mem = self.llama._ctx.memory
         self._can_shift = bool(mem is not None and llama_cpp.llama_memory_can_shift(mem)) and (
@@ -439,29 +440,60 @@ class LlamaCppBackend:
         return len(self._cached_tokens(slot))
 
     def eval_cost(self, prompt: Sequence[int], slot: str = "") -> int:
-        """How many tokens of ``prompt`` would have to be evaluated in ``slot``."""
-        return len(prompt) - self._plan(self._cached_tokens(slot), prompt).keep
+        """How many tokens of ``prompt`` would have to be evaluated in ``slot`` (one that
+        holds nothing yet starts from its seed, ``_seed``)."""
+        cached = self._cached_tokens(slot)
+        if not len(cached):
+            return len(prompt) - self._seed(slot, prompt)[1]
+        return len(prompt) - self._plan(cached, prompt).keep
+
+    def kept_states(self) -> dict[str, np.ndarray]:
+        """Slot name -> the tokens of every KV state held (the active one included)."""
+        states = self._store.tokens() if self._store.enabled else {}
+        if self._active is not None and self._active != _MEASURE_SLOT and self.llama.n_tokens > 0:
+            states[self._active] = self.llama.input_ids[: self.llama.n_tokens]
+        return states
+
+    def _seed(self, slot: str, prompt: Sequence[int]) -> tuple[str | None, int]:
+        """For ``slot`` holding nothing yet: the kept state that serves most of ``prompt``
+        (``kv_store.best_seed``) and the prompt tokens it keeps."""
+        if not self._store.enabled or not self._can_shift or not len(prompt):
+            return None, 0
+        states = {k: v for k, v in self.kept_states().items() if k != slot}
+        return best_seed(states, prompt, CACHE_REUSE_MIN_TOKENS)
 
     def _plan(self, cached: np.ndarray, prompt: Sequence[int]) -> ReusePlan:
         return plan_reuse(cached, prompt, CACHE_REUSE_MIN_TOKENS if self._can_shift else 0)
 
-    def _activate(self, slot: str) -> None:
-        """Make ``slot``'s KV state the context's: save the active one, restore ``slot``'s."""
-        if slot == self._active or not self._store.enabled:
+    def _activate(self, slot: str, prompt: Sequence[int] = ()) -> None:
+        """Make ``slot``'s KV state the context's: save the active one, restore ``slot``'s.
+        A slot with no state of its own starts from the kept state that serves most of
+        ``prompt`` (``_seed``): a copy, the seed stays as it was."""
+        llama = self.llama
+        if not self._store.enabled or (slot == self._active and llama.n_tokens > 0):
             self._active = slot
             return
-        llama = self.llama
+        seed = self._seed(slot, prompt)[0] if self._store.peek_tokens(slot) is None else None
+        if slot == self._active and seed is None:
+            return
         ctx = llama._ctx.ctx
-        if self._active is not None and self._active != _MEASURE_SLOT and llama.n_tokens > 0:
+        if self._active not in (None, _MEASURE_SLOT, slot) and llama.n_tokens > 0:
             size = self._lib.llama_state_seq_get_size(ctx, 0)
             buf = (ctypes.c_uint8 * size)()
             written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
             if written:
                 tokens = np.array(llama.input_ids[: llama.n_tokens], dtype=np.intc)
                 self._store.put(self._active, Snapshot(tokens=tokens, data=buf))
+                if seed == self._active:  # the context holds the seed already
+                    self.seeded += 1
+                    self._active = slot
+                    return
         llama._ctx.kv_cache_seq_rm(-1, 0, -1)
         llama.n_tokens = 0
         snap = self._store.take(slot)
+        if snap is None and seed is not None:
+            snap = self._store.get(seed)
+            self.seeded += snap is not None
         if snap is not None:
             size = ctypes.sizeof(snap.data)
             if self._lib.llama_state_seq_set_data(ctx, snap.data, size, 0):
@@ -531,7 +563,7 @@ class LlamaCppBackend:
         if not prompt:
             return PrefillResult(0, 0, 0, 0, True, 0.0)
         check_request(GenerationRequest(prompt=list(prompt), max_tokens=1), self.info.n_ctx)
-        self._activate(slot)
+        self._activate(slot, prompt)
         return self._eval_prompt(list(prompt), cancel, batch)
 
     def set_threads(self, threads: int, batch_threads: int = 0) -> None:
@@ -572,7 +604,7 @@ class LlamaCppBackend:
         if request.seed:
             self._rng = np.random.default_rng(request.seed)
         t0 = time.perf_counter()
-        self._activate(request.slot)
+        self._activate(request.slot, request.prompt)
         evaluated = self._eval_prompt(list(request.prompt), cancel)
         t1 = time.perf_counter()
         if not evaluated.complete:

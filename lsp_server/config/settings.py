@@ -47,6 +47,11 @@ class Settings:
     # Evaluate prompts before they are asked for: on open, on cursor moves, the suggestion
     # after an accepted one.  Always cancelled by a real request.
     warmup: bool = True
+    # Tokens of the workspace's likely context (the definitions most files import) that
+    # idle time evaluates once the index is built, so that the first prompt of a file just
+    # opened shifts them into place instead of evaluating them (engine/progressive.py,
+    # docs/latency.md; 0: off).  Needs ``warmup`` and ``kvCacheMb``.
+    workspace_warm_tokens: int = 1024
     # Files never indexed, retrieved or sent (globs, on top of the built-in list of secret
     # files: .env*, private keys, credential stores; see lsp_server/context/secrets.py).
     secret_paths: tuple[str, ...] = ()
@@ -190,6 +195,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "latencyTargetMs": ("latency_target_ms", _as_int(0, 600_000)),
     "kvCacheMb": ("kv_cache_mb", _as_int(0, 1_048_576)),
     "warmup": ("warmup", _as_bool),
+    "workspaceWarmTokens": ("workspace_warm_tokens", _as_int(0, 1_000_000)),
     "secretPaths": ("secret_paths", _as_str_list),
     "indexMaxFiles": ("index_max_files", _as_int(100, 10_000_000)),
     "validityGate": ("validity_gate", _as_bool),

@@ -51,6 +51,8 @@ from lsp_server.families.completion import ContextChunk
 
 logger = logging.getLogger(__name__)
 
+# How long likely_chunks may read the index (on the model thread, in idle time).
+LIKELY_SCAN_S = 0.5
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 _WORD_TAIL = re.compile(r"[A-Za-z0-9_]+$")
@@ -442,6 +444,51 @@ class Retriever:
         self.last_candidates = candidates  # for inspection (status, tuning)
         chunks = self._select(session, candidates, token_budget, count_tokens, request)
         self.stats.last_chunks = len(chunks)
+        return chunks
+
+    def likely_chunks(self, token_budget: int, count_tokens: Callable[[str], int]) -> list[ContextChunk]:
+        """The context a file of the workspace is likely to retrieve before any is opened:
+        the definitions (and module outlines) imported by the most files of the index,
+        rendered as :meth:`retrieve` renders them, most imported first, within
+        ``token_budget``.  Evaluated in idle time, it lets the first prompt of a file just
+        opened shift these chunks into place instead of evaluating them."""
+        if not self.enabled or token_budget <= 0:
+            return []
+        deadline = time.perf_counter() + LIKELY_SCAN_S
+        importers: Counter[tuple[object, ...]] = Counter()
+        found: dict[tuple[object, ...], tuple[str, str]] = {}
+        for summary in list(self.index.files.values()):
+            if time.perf_counter() > deadline:
+                break
+            if not summary.imports or self._is_secret(summary.path):
+                continue
+            keys: set[tuple[object, ...]] = set()
+            for b in self.index.resolve(summary.path, summary.language, summary.imports):
+                if b.kind == "symbol":
+                    for target, sym in self.index.find_definition(b.paths[0], b.name)[:1]:
+                        if target.path != summary.path:
+                            key: tuple[object, ...] = ("def", target.path, sym.line, sym.name)
+                            keys.add(key)
+                            found.setdefault(key, (target.rel, self._render(target, sym)))
+                elif b.kind == "module":
+                    outline = self._module_outline(b.paths)
+                    if outline is not None and outline[0].path != summary.path:
+                        key = ("outline", outline[0].path)
+                        keys.add(key)
+                        found.setdefault(key, (outline[0].rel, outline[1]))
+            importers.update(keys)
+        chunks: list[ContextChunk] = []
+        used = 0
+        for key, n in sorted(importers.items(), key=lambda kv: (-kv[1], repr(kv[0]))):
+            if n < 2:
+                break
+            path, text = found[key]
+            if not text.strip():
+                continue
+            cost = self._count(f"# {path}\n{text}\n\n", count_tokens)
+            if used + cost <= token_budget:
+                chunks.append(ContextChunk(path=path, text=text, score=float(n), kind="definition"))
+                used += cost
         return chunks
 
     # ------------------------------------------------------------- candidates

@@ -82,6 +82,14 @@ class WorkspaceContext:
     def retrieve(self, request: Any, token_budget: int, count_tokens: Callable[[str], int]) -> Sequence[ContextChunk]:
         return self.retriever.retrieve(request, token_budget, count_tokens)
 
+    def likely_chunks(self, token_budget: int, count_tokens: Callable[[str], int]) -> tuple[list[ContextChunk], int] | None:
+        """The workspace's likely context (``Retriever.likely_chunks``) and the index
+        generation it was read from; None while the index is not built."""
+        if self.index.stats.state != "ready":
+            return None
+        generation = self.index.generation
+        return self.retriever.likely_chunks(token_budget, count_tokens), generation
+
     # lifecycle ------------------------------------------------------------
     @property
     def roots(self) -> list[str]:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lsp_server.backends import BackendError, GenerationRequest, GenerationResult
 from lsp_server.backends.decoding import common_prefix_len
@@ -38,7 +38,7 @@ from lsp_server.engine.candidates import (
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
-from lsp_server.engine.progressive import QUICK_CONTEXT_OVERRUN, IdleWork, needs_quick, quick_budget
+from lsp_server.engine.progressive import QUICK_CONTEXT_OVERRUN, IdleWork, needs_quick, quick_budget, seeded_order
 from lsp_server.engine.prompt import HINT_KIND, Prompt, PromptBudget, PromptBuilder
 from lsp_server.engine.requests import (
     CacheEntry,
@@ -246,7 +246,7 @@ class CompletionEngine:
                 self._cache.clear()
             self.idle.full_ready.clear()
             self._state("ready", model.description)
-            self.idle.kick()
+            self.workspace_changed()
             return model
 
     def _retry_due(self) -> bool:
@@ -477,10 +477,17 @@ class CompletionEngine:
         hints = [c for c in full.chunks_used if c.kind == HINT_KIND]
         backend = model.backend
         alone = self._quick_prompt(model, req, tokens, hints)
-        if ctx and backend.slot_tokens(full_slot) > 0:  # type: ignore[attr-defined]
-            allowed = alone.n_tokens + tokens // QUICK_CONTEXT_OVERRUN
-            for n in range(len(ctx), 0, -1):
-                prompt = self._quick_prompt(model, req, tokens, ctx[:n] + hints, full.n_context_tokens)
+        order = ctx
+        if ctx and not backend.slot_tokens(full_slot):  # type: ignore[attr-defined]
+            # A document just opened: the chunks another kept state holds evaluated (the
+            # workspace's likely context, another document's), in the order it holds them.
+            states: dict[str, Any] = getattr(backend, "kept_states", dict)()
+            order = seeded_order(states, ctx, backend.tokenize) if states else []
+        if order:
+            builder = PromptBuilder(backend, model.template)
+            allowed = alone.n_tokens + builder.header_cost(req.path) + tokens // QUICK_CONTEXT_OVERRUN
+            for n in range(len(order), 0, -1):
+                prompt = self._quick_prompt(model, req, tokens, order[:n] + hints, full.n_context_tokens)
                 if backend.eval_cost(prompt.tokens, full_slot) <= allowed:  # type: ignore[attr-defined]
                     return prompt, full_slot, "context" if n == len(ctx) else "quick"
         return alone, f"quick:{req.uri}", "quick"
@@ -698,6 +705,30 @@ class CompletionEngine:
         )
 
     # --------------------------------------------------------- idle-time work
+    def workspace_changed(self) -> None:
+        """The model loaded or the workspace index was built: evaluate the workspace's
+        likely context again when idle (``IdleWork.workspace_job``)."""
+        if self.settings.workspace_warm_tokens > 0 and self.settings.workspace_context:
+            self.idle.workspace_due = True
+            self.idle.kick()
+
+    def workspace_prompt(self, model: LoadedModel) -> tuple[list[int], int, int] | None:
+        """The workspace's likely context laid out as retrieved context is in a prompt
+        (tokens), its number of chunks and the index generation; None without an index."""
+        likely = getattr(self.context, "likely_chunks", None)
+        settings = self.settings
+        if likely is None or not settings.workspace_context or not self._progressive(model):
+            return None
+        backend = model.backend
+        budget = min(settings.workspace_warm_tokens, backend.info.n_ctx - settings.max_tokens - 64)
+        got = likely(budget, lambda text: len(backend.tokenize(text)))
+        if got is None:
+            return None
+        chunks, generation = got
+        roots = getattr(self.context, "roots", None) or [""]
+        tokens = PromptBuilder(backend, model.template).context_tokens(chunks, os.path.basename(roots[0]))
+        return tokens, len(chunks), generation
+
     def warm(self, req: CompletionRequest, cursor_known: bool = True) -> None:
         """Evaluate what a request at ``req`` will need before it is asked (on open, on a
         cursor move, after a quick answer).  Cancelled by any real request."""
@@ -761,6 +792,8 @@ class CompletionEngine:
             if store is not None
             else None,
             "pendingWarm": len(self.idle.queue),
+            "workspace": dict(self.idle.workspace, due=self.idle.workspace_due),
+            "seeded": getattr(model.backend, "seeded", None) if model is not None else None,
             "warming": self.idle.warming,
             "stats": self.stats.as_dict(),
             "lastCompletion": self.last_result,

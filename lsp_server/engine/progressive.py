@@ -18,9 +18,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Protocol
+
+import numpy as np
 
 from lsp_server.config import Settings
 from lsp_server.engine.model import LoadedModel
@@ -28,6 +30,7 @@ from lsp_server.engine.postprocess import CursorText, Mode, decide_mode
 from lsp_server.engine.prompt import Prompt, PromptBudget
 from lsp_server.engine.requests import CacheEntry, CompletionRequest, CompletionResult, LastResult, SessionStats
 from lsp_server.engine.session import Perf, WarmQueue, WarmTarget, prefill_batch
+from lsp_server.families.completion import ContextChunk
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,46 @@ def quick_budget(full: PromptBudget, tokens: int) -> PromptBudget:
         line_quantum=QUICK_LINE_QUANTUM,
         slack=min(total // 2, full.total - total),
     )
+
+
+# The KV slot of the workspace's likely context (IdleWork.workspace_job).
+WORKSPACE_SLOT = "workspace:"
+# A chunk is looked for in a kept state by its tokens less the first and last (they may
+# merge with what surrounds it); shorter ones are not looked for.
+SEED_MIN_CHUNK_TOKENS = 8
+
+
+def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
+    """Where ``needle`` first occurs in ``haystack``, or -1."""
+    n = len(needle)
+    for i in np.flatnonzero(haystack[: max(0, len(haystack) - n + 1)] == needle[0]):
+        if np.array_equal(haystack[i : i + n], needle):
+            return int(i)
+    return -1
+
+
+def seeded_order(
+    states: dict[str, np.ndarray], chunks: Sequence[ContextChunk], tokenize: Callable[[str], list[int]]
+) -> list[ContextChunk]:
+    """Of ``chunks`` (a full prompt's retrieved context), those that one kept KV state
+    holds evaluated (the state that holds most of their tokens), in the order it holds
+    them: a quick prompt that lists them so reuses them by shifting (``kv_store.plan_reuse``
+    keeps runs in cache order) instead of evaluating them."""
+    needles = [np.asarray(tokenize(c.text)[1:-1], dtype=np.int64) for c in chunks]
+    best: list[ContextChunk] = []
+    best_n = 0
+    for tokens in states.values():
+        hay = np.asarray(tokens, dtype=np.int64)
+        found = []
+        for i, needle in enumerate(needles):
+            if len(needle) >= SEED_MIN_CHUNK_TOKENS:
+                pos = _find(hay, needle)
+                if pos >= 0:
+                    found.append((pos, i))
+        n = sum(len(needles[i]) for _, i in found)
+        if n > best_n:
+            best, best_n = [chunks[i] for _, i in sorted(found)], n
+    return best
 
 
 # How much of the document's prompt a suggestion's prompt kind read (CompletionResult.prompt_kind).
@@ -125,6 +168,8 @@ class Host(Protocol):
 
     def remeasure(self, model: LoadedModel) -> None: ...
 
+    def workspace_prompt(self, model: LoadedModel) -> tuple[list[int], int, int] | None: ...
+
 
 class IdleWork:
     """Work for idle time on the model thread: a document's full prompt (on open, on a
@@ -140,6 +185,10 @@ class IdleWork:
         self.warming: str | None = None
         self.full_ready: dict[str, float] = {}  # uri -> when its full prompt was last evaluated
         self.failed: set[str] = set()  # idle-time work raised (reported, not retried)
+        # The workspace's likely context: evaluated once the model is loaded and the index
+        # built (each sets ``workspace_due``), when nothing else is queued.
+        self.workspace_due = False
+        self.workspace: dict[str, object] = {"state": "none", "tokens": 0, "chunks": 0}
         self._task: asyncio.Task[None] | None = None
         self._upgrades: list[CompletionRequest] = []  # found on the model thread, sent from the loop
         self._upgrades_lock = threading.Lock()
@@ -207,7 +256,7 @@ class IdleWork:
         host = self.host
         if host.closed or not host.settings.warmup or host.model is None:
             return
-        if not len(self.queue) and not self.measure_due:
+        if not len(self.queue) and not self.measure_due and not self.workspace_due:
             return
         if self._task is not None and not self._task.done():
             return
@@ -240,7 +289,18 @@ class IdleWork:
                 continue
             target = self.queue.pop()
             if target is None:
-                return
+                if not self.workspace_due:
+                    return
+                self.preempt.clear()
+                try:
+                    outcome = await loop.run_in_executor(host.executor, self.workspace_job, model, self.preempt)
+                except Exception:
+                    logger.exception("evaluating the workspace's likely context failed")
+                    outcome, self.workspace_due = "failed", False
+                    self.workspace["state"] = "failed"
+                if outcome == "preempted":
+                    host.stats.warm_preempted += 1
+                continue
             self.preempt.clear()
             self.warming = target.uri
             try:
@@ -262,7 +322,7 @@ class IdleWork:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             task = self._task
-            if (task is None or task.done()) and not len(self.queue) and not self.measure_due:
+            if (task is None or task.done()) and not len(self.queue) and not self.measure_due and not self.workspace_due:
                 return True
             if task is None or task.done():
                 self.kick()
@@ -272,6 +332,29 @@ class IdleWork:
         return False
 
     # -------------------------------------------------------------------- job
+    def workspace_job(self, model: LoadedModel, preempt: threading.Event) -> str:
+        """Evaluate the workspace's likely context into its own slot (on the model thread):
+        a document opened later starts from this state (``kv_store.best_seed``) and its
+        first prompt lists the chunks it holds (``seeded_order``).  "done" or "preempted"."""
+        host = self.host
+        prefill = getattr(model.backend, "prefill", None)
+        if model is not host.model or preempt.is_set():
+            return "preempted"
+        got = host.workspace_prompt(model) if prefill is not None else None
+        if got is None or prefill is None:  # no index yet (its build sets workspace_due again), or off
+            self.workspace_due = False
+            return "done"
+        tokens, chunks, generation = got
+        self.workspace.update(state="warming", chunks=chunks, generation=generation)
+        if chunks:
+            res = prefill(tokens, WORKSPACE_SLOT, preempt, prefill_batch(host.perf))
+            host.stats.warm_tokens += res.evaluated
+            if not res.complete:
+                return "preempted"
+        self.workspace.update(state="ready", tokens=len(tokens) if chunks else 0)
+        self.workspace_due = False
+        return "done"
+
     def _job(self, model: LoadedModel, target: WarmTarget, preempt: threading.Event) -> str:
         """One piece of idle-time work on the model thread: "done" or "preempted"."""
         host = self.host

@@ -113,6 +113,17 @@ class PromptBuilder:
         self.template = template
         self.heal = heal
 
+    def header_cost(self, path: str) -> int:
+        """Tokens of the line that introduces the current file after retrieved context."""
+        return len(_segments_tokens(self.tok, self.template.file_header(path, True)))
+
+    def context_tokens(self, chunks: Sequence[ContextChunk], repo_name: str = "") -> list[int]:
+        """``chunks`` laid out as retrieved context is at the start of a prompt (after the
+        BOS): the workspace's likely context, evaluated ahead of any prompt that uses it."""
+        if not chunks:
+            return []
+        return self.tok.bos_tokens() + _segments_tokens(self.tok, self.template.context_segments(list(chunks), repo_name))
+
     def build(
         self,
         prefix: str,

@@ -158,6 +158,7 @@ class WorkspaceFeature:
                 f"indexed {status['files']} files ({status['symbols']} symbols) in {time.perf_counter() - t0:.1f} s"
             )
             logger.info("%s", message)
+            ls.engine.workspace_changed()  # its likely context is evaluated when idle
         except asyncio.CancelledError:
             message = "indexing cancelled"
             raise

@@ -245,12 +245,9 @@ async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) ->
         await stop(s)
 
 
-@pytest.mark.model
-async def test_a_cold_files_first_answer_is_redone_once_its_context_is_evaluated(tmp_path: Path) -> None:
-    """Asked at once in a long file just opened, the cursor region alone answers (it cannot
-    know pricing.py's names); idle time then evaluates the retrieved context first and
-    answers again from it and the cursor region, before the whole prompt is evaluated, and
-    tells the client to ask again when that answer differs."""
+def _shop_with_long_checkout(tmp_path: Path) -> tuple[Path, str]:
+    """A workspace with shop/pricing.py, and the text of a long app/checkout.py (30 filler
+    functions above CHECKOUT's body) that uses it, not written: the caller decides."""
     ws = tmp_path / "shopws"
     (ws / "shop").mkdir(parents=True)
     (ws / "app").mkdir()
@@ -262,7 +259,16 @@ async def test_a_cold_files_first_answer_is_redone_once_its_context_is_evaluated
         for i in range(30)
     )
     head, body = CHECKOUT.split("\n", 1)
-    text = head + "\n" + filler + body
+    return ws, head + "\n" + filler + body
+
+
+@pytest.mark.model
+async def test_a_cold_files_first_answer_is_redone_once_its_context_is_evaluated(tmp_path: Path) -> None:
+    """Asked at once in a long file just opened, the cursor region alone answers (it cannot
+    know pricing.py's names); idle time then evaluates the retrieved context first and
+    answers again from it and the cursor region, before the whole prompt is evaluated, and
+    tells the client to ask again when that answer differs."""
+    ws, text = _shop_with_long_checkout(tmp_path)
     (ws / "app" / "checkout.py").write_text(text)
     options = {"cacheCompletions": True, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
                "quickMinConfidence": 0, "contextTokens": 1024}
@@ -302,5 +308,52 @@ async def test_a_cold_files_first_answer_is_redone_once_its_context_is_evaluated
             assert info["promptKind"] == "context", info
         # pricing.py's name (the default model may change its first word) came with the context.
         assert "shipping_cost_for_order" in again and "shipping_cost_for_order" not in quick, (quick, again)
+    finally:
+        await stop(s)
+
+
+@pytest.mark.model
+async def test_the_workspaces_likely_context_is_ready_before_a_file_is_opened(tmp_path: Path) -> None:
+    """Once the index is built, idle time evaluates what most files import (here pricing.py's
+    outline: two other modules import it); the first request in a long file just opened
+    then reads it at once, shifted into place from that state instead of evaluated (the
+    same file's first answer without it comes from the cursor region alone: the test above)."""
+    ws, text = _shop_with_long_checkout(tmp_path)
+    for name in ("cart", "invoice"):
+        (ws / "app" / f"{name}.py").write_text(
+            f"import shop.pricing as pricing\n\n\ndef {name}_discount(total):\n"
+            "    return pricing.apply_discount_code(total, 'SPRING')\n"
+        )
+    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
+               "quickMinConfidence": 0, "contextTokens": 1024}
+    s = await start(ws, options, caps="neovim")
+
+    async def status() -> dict[str, Any]:
+        return _plain(await asyncio.wait_for(s.client.protocol.send_request_async("quill/status", {}), GUARD_S))
+
+    try:
+        await s.until(lambda st: st["state"] == "ready" and st["files"] == 4)
+        for _ in range(int(GUARD_S * 10)):
+            warm = (await status())["session"]["workspace"]
+            if warm["state"] == "ready" and not warm["due"]:
+                break
+            await asyncio.sleep(0.1)
+        assert warm["state"] == "ready" and warm["chunks"] >= 1 and warm["tokens"] > 0, warm
+        # The file is written (and indexed) only now: nothing of it was evaluated before.
+        (ws / "app" / "checkout.py").write_text(text)
+        uri = (ws / "app" / "checkout.py").as_uri()
+        s.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        answer = await complete(s, uri, text, invoked=False)
+        st = await status()
+        info = st["session"]["lastCompletion"]
+        assert info["promptKind"] in ("quick", "context") and info["contextChunks"] >= 1, info
+        # The outline's tokens came from the workspace's state (at the same place: kept, not shifted).
+        assert info["reusedTokens"] >= info["contextTokens"] // 2, info
+        assert st["session"]["seeded"] >= 1
+        assert "shipping_cost_for_order" in answer, answer
     finally:
         await stop(s)

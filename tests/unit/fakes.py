@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from lsp_server.backends import GenerationRequest, GenerationResult, ModelInfo
 from lsp_server.engine.model import LoadedModel
 from lsp_server.families.completion import get_template
@@ -88,10 +90,16 @@ class SlotFakeBackend(FakeBackend):
         self.n_threads = 1
 
     def _plan(self, slot: str, prompt: Sequence[int]) -> int:
-        from lsp_server.backends.kv_store import plan_reuse
+        from lsp_server.backends.kv_store import best_seed, plan_reuse
 
         key = slot if self.kv_store.enabled else ""
-        return plan_reuse(self.slots.get(key, []), prompt, 32).keep
+        cached = self.slots.get(key, [])
+        if not cached and self.kv_store.enabled:  # a new slot starts from its seed
+            return best_seed({k: v for k, v in self.kept_states().items() if k != key}, prompt, 32)[1]
+        return plan_reuse(cached, prompt, 32).keep
+
+    def kept_states(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.slots.items() if v} if self.kv_store.enabled else {}
 
     def eval_cost(self, prompt: Sequence[int], slot: str = "") -> int:
         return len(prompt) - self._plan(slot, prompt)

@@ -257,3 +257,28 @@ def test_usage_lines_need_workspace_imports(context: WorkspaceContext, ws: Path)
     text = "import os\n\n\ndef f():\n    os.getcwd()\n" + filler + "    "
     chunks = context.retrieve(request(ws / "app" / "plain.py", text, root=ws), 400, chars)
     assert not [c for c in chunks if c.kind == "usage"]
+
+
+def test_the_likely_context_is_what_most_files_import(context: WorkspaceContext, ws: Path) -> None:
+    """Before a file is opened: the definitions imported by two files or more (circle_area
+    and Circle: pkg/__init__.py, pkg/shapes.py and app/main.py import them), rendered as
+    retrieval renders them, so that their tokens are the ones a prompt will hold."""
+    got = context.likely_chunks(400, chars)
+    assert got is not None
+    chunks, generation = got
+    assert generation == context.index.generation
+    joined = "\n".join(c.text for c in chunks)
+    assert "def circle_area(radius: float) -> float:" in joined and "class Circle:" in joined
+    # Imported by one file only: not likely elsewhere.
+    assert "def describe(c: Circle) -> str:" not in joined and "MAX_RADIUS" not in joined
+    retrieved = context.retrieve(request(ws / "app" / "main.py", MAIN, root=ws), 400, chars)
+    assert {c.text for c in chunks} & {c.text for c in retrieved}
+    # Most imported first, within the budget.
+    first = chunks[0]
+    alone, _ = context.likely_chunks(chars(f"# {first.path}\n{first.text}\n\n"), chars)
+    assert [c.text for c in alone] == [first.text]
+    assert context.likely_chunks(0, chars) == ([], context.index.generation)
+
+
+def test_no_likely_context_before_the_index_is_built(ws: Path) -> None:
+    assert WorkspaceContext([str(ws)]).likely_chunks(400, chars) is None

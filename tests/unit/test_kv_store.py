@@ -3,7 +3,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from lsp_server.backends.kv_store import Snapshot, SnapshotStore, plan_reuse
+from lsp_server.backends.kv_store import Snapshot, SnapshotStore, best_seed, plan_reuse
 
 
 def apply(cached: list[int], plan) -> list[int]:
@@ -90,3 +90,23 @@ def test_snapshot_store_keeps_the_most_recent_within_its_bytes():
     assert store.take("b") is None
     assert not store.put("huge", snap(5000))
     assert SnapshotStore(0).enabled is False
+
+
+def test_a_new_slot_starts_from_the_state_that_serves_most_of_its_prompt():
+    workspace = np.array([1] + list(range(100, 300)))  # bos + the workspace's likely context
+    other = np.array([1] + list(range(500, 560)))  # another document
+    prompt = [1] + list(range(200, 260)) + list(range(900, 950))  # reads part of the first
+    name, keep = best_seed({"workspace:": workspace, "full:b": other}, prompt, 32)
+    assert name == "workspace:" and keep == 61
+    # A run shorter than the minimum is not worth copying a state for.
+    assert best_seed({"full:b": other}, [1] + list(range(500, 510)) + [7] * 40, 32) == (None, 0)
+    assert best_seed({}, prompt, 32) == (None, 0)
+
+
+def test_a_seed_stays_in_the_store_and_counts_as_recently_used():
+    store = SnapshotStore(1000)
+    assert store.put("workspace:", snap(400)) and store.put("b", snap(400))
+    assert store.get("workspace:") is not None and store.get("nothing") is None
+    assert set(store.tokens()) == {"workspace:", "b"}
+    assert store.put("c", snap(400))  # "b", not the seed just used, goes
+    assert set(store.slots()) == {"workspace:", "c"}

@@ -398,7 +398,9 @@ async def test_a_quick_prompt_that_reads_all_the_context_has_the_full_prompts_ba
     result = await engine.complete(req(doc))
     assert result is not None and result.prompt_kind == "context" and result.context_chunks == 2
     assert result.text == "compute_total(values, rate)"  # 0.58: over the full bar, under the quick one
-    # Without the context evaluated, the cursor region alone: the quick bar hides it.
+    # Without the context evaluated (in no state, a.py's included), the cursor region
+    # alone: the quick bar hides it.
+    model.backend.slots.clear()
     blind = await engine.complete(req(BIG + "grand = ", uri="file:///w/b.py"))
     assert blind is not None and blind.prompt_kind == "quick" and blind.context_chunks == 0
     assert blind.text == "" and blind.hidden == "confidence"
@@ -426,4 +428,86 @@ async def test_an_answer_given_at_once_is_replaced_once_the_context_is_evaluated
     assert again is not None and again.cached and again.prompt_kind == "context"
     assert again.text == "compute_total(values, rate)"
     assert await engine.settle(30)
+    engine.shutdown()
+
+
+class _Likely(_Context):
+    """A workspace whose likely context (what most files import) is the two chunks."""
+
+    def likely_chunks(self, token_budget, count_tokens):
+        return list(self.chunks), 7
+
+
+async def test_the_workspaces_likely_context_is_evaluated_when_idle_and_read_at_once():
+    """Once the model is loaded (and the index built), idle time evaluates the workspace's
+    likely context in a slot of its own; a file opened afterwards starts from that state,
+    and its first answer, asked at once, reads the context for the cost of the cursor
+    region."""
+    model = slot_fake_loaded(_reads_context)
+    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Likely())
+    backend = model.backend
+    await engine.ensure_model()
+    assert await engine.settle(10)
+    warm = engine.session_status()["workspace"]
+    assert warm["state"] == "ready" and warm["chunks"] == 2 and warm["generation"] == 7 and not warm["due"]
+    assert ("workspace:", warm["tokens"], True) in backend.prefills
+    first = await engine.complete(req(BIG + "total = "))
+    assert first is not None and first.prompt_kind == "context" and first.context_chunks == 2
+    assert first.text == "compute_total(values, rate)"
+    assert first.evaluated_tokens <= engine.affordable_tokens() * 9 // 8
+    assert first.reused_tokens >= warm["tokens"] // 2
+    engine.shutdown()
+
+
+async def test_a_file_opened_later_reads_the_context_another_file_evaluated():
+    """Without the workspace's state, a file just opened starts from another file's state
+    that holds its chunks (here a.py's, evaluated when idle)."""
+    model = slot_fake_loaded(_reads_context)
+    settings = Settings(workspace_context=True, workspace_warm_tokens=0)
+    engine = CompletionEngine(settings, loader=lambda s: model, context=_Likely())
+    await engine.ensure_model()
+    blind = await engine.complete(req(BIG + "total = "))
+    assert blind is not None and blind.prompt_kind == "quick" and blind.context_chunks == 0
+    assert engine.session_status()["workspace"]["state"] == "none"
+    engine.warm(req(BIG + "total = "))
+    assert await engine.settle(10)
+    text = "".join(f"item_{i} = other({i}, {i * 5})\n" for i in range(120)) + "grand = "
+    other = await engine.complete(req(text, uri="file:///w/b.py"))
+    assert other is not None and other.prompt_kind == "context" and other.context_chunks == 2
+    assert other.evaluated_tokens <= engine.affordable_tokens() * 9 // 8
+    engine.shutdown()
+
+
+def test_the_chunks_a_kept_state_holds_in_its_order():
+    from lsp_server.engine.progressive import seeded_order
+
+    a = ContextChunk(path="a.py", text="def alpha(x):\n    return x + 1\n")
+    b = ContextChunk(path="b.py", text="def beta(y):\n    return y * 2\n")
+    c = ContextChunk(path="c.py", text="def gamma(z):\n    return z - 3\n")
+    tokens = lambda text: [ord(ch) for ch in text]  # noqa: E731
+    state = [1] + tokens("# c.py\n" + c.text) + tokens("# a.py\n" + a.text)
+    assert seeded_order({"workspace:": state}, [a, b, c], tokens) == [c, a]
+    fuller = {"workspace:": state, "full:x": [1] + tokens(a.text + b.text + c.text)}
+    assert seeded_order(fuller, [a, b, c], tokens) == [a, b, c]  # the state holding most
+    assert seeded_order({}, [a], tokens) == []
+
+
+class _LikelySecond(_Context):
+    """A workspace whose likely context is the second of the two chunks only."""
+
+    def likely_chunks(self, token_budget, count_tokens):
+        return list(self.chunks)[1:], 7
+
+
+async def test_a_kept_state_that_holds_some_of_the_chunks_is_read_in_part():
+    """A file just opened reads the chunks a seed holds even when it holds only some of
+    them: a quick prompt (the quick bar), the cursor region after those chunks."""
+    model = slot_fake_loaded(_reads_context)
+    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_LikelySecond())
+    await engine.ensure_model()
+    assert await engine.settle(10)
+    assert engine.session_status()["workspace"]["chunks"] == 1
+    first = await engine.complete(req(BIG + "total = "))
+    assert first is not None and first.prompt_kind == "quick" and first.context_chunks == 1
+    assert first.reused_tokens > 0 and first.evaluated_tokens <= engine.affordable_tokens() * 9 // 8
     engine.shutdown()

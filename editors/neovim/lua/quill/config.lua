@@ -22,7 +22,7 @@ M.defaults = {
   --- Server settings, camelCase as in the server (model, backend, endpoint, gpuLayers,
   --- contextTokens, maxTokens, temperature, debounceMs, workspaceContext, enabled,
   --- cacheCompletions, requestTimeoutS, threads, apiKeyEnv, secretPaths (a list of globs),
-  --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup, validityGate, multiline, candidates, minConfidence,
+  --- indexMaxFiles, latencyTargetMs, kvCacheMb, warmup, workspaceWarmTokens, validityGate, multiline, candidates, minConfidence,
   --- quickMinConfidence, unsureAlternatives, modelOffer).  Unset keys keep the server's defaults.
   --- A model chosen from the first-run offer (:QuillRecommend) is remembered in
   --- stdpath("data")/quill/state.json and used when `model` is not set here.
@@ -58,7 +58,7 @@ local SERVER_KEYS = {
   gpuLayers = "number", contextTokens = "number", maxTokens = "number", temperature = "number",
   debounceMs = "number", workspaceContext = "boolean", requestTimeoutS = "number", threads = "number",
   enabled = "boolean", cacheCompletions = "boolean", secretPaths = "table", indexMaxFiles = "number",
-  latencyTargetMs = "number", kvCacheMb = "number", warmup = "boolean",
+  latencyTargetMs = "number", kvCacheMb = "number", warmup = "boolean", workspaceWarmTokens = "number",
   validityGate = "boolean", multiline = "boolean", candidates = "number", minConfidence = "number",
   quickMinConfidence = "number", unsureAlternatives = "boolean", modelOffer = "boolean",
 }
