@@ -485,7 +485,8 @@ class Retriever:
             path, text = found[key]
             if not text.strip():
                 continue
-            cost = self._count(f"# {path}\n{text}\n\n", count_tokens)
+            # Not through the cache of counts (_count): the caller's counter may be a guess.
+            cost = count_tokens(f"# {path}\n{text}\n\n")
             if used + cost <= token_budget:
                 chunks.append(ContextChunk(path=path, text=text, score=float(n), kind="definition"))
                 used += cost

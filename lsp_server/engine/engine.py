@@ -38,7 +38,14 @@ from lsp_server.engine.candidates import (
 from lsp_server.engine.gate import prepare_for as gate_prepare
 from lsp_server.engine.model import LoadedModel
 from lsp_server.engine.postprocess import CursorText, Mode, decide_mode, finalize, lookahead_capped, stop_condition
-from lsp_server.engine.progressive import QUICK_CONTEXT_OVERRUN, IdleWork, needs_quick, quick_budget, seeded_order
+from lsp_server.engine.progressive import (
+    CHARS_PER_TOKEN_GUESS,
+    QUICK_CONTEXT_OVERRUN,
+    IdleWork,
+    needs_quick,
+    quick_budget,
+    seeded_order,
+)
 from lsp_server.engine.prompt import HINT_KIND, Prompt, PromptBudget, PromptBuilder
 from lsp_server.engine.requests import (
     CacheEntry,
@@ -712,19 +719,37 @@ class CompletionEngine:
             self.idle.workspace_due = True
             self.idle.kick()
 
-    def workspace_prompt(self, model: LoadedModel) -> tuple[list[int], int, int] | None:
-        """The workspace's likely context laid out as retrieved context is in a prompt
-        (tokens), its number of chunks and the index generation; None without an index."""
+    def _workspace_budget(self, model: LoadedModel) -> int:
+        return min(self.settings.workspace_warm_tokens, model.backend.info.n_ctx - self.settings.max_tokens - 64)
+
+    def workspace_chunks(self, model: LoadedModel) -> tuple[list[ContextChunk], int] | None:
+        """Candidates for the workspace's likely context, most imported first, and the index
+        generation they were read from; None without an index.  Runs off the model thread
+        (a scan of the index, up to ``LIKELY_SCAN_S``), so it never calls the model (it may
+        be closed meanwhile): more is read than fits, by a low guess of the tokens from the
+        characters; ``workspace_prompt`` chooses by the model's tokens."""
         likely = getattr(self.context, "likely_chunks", None)
         settings = self.settings
         if likely is None or not settings.workspace_context or not self._progressive(model):
             return None
+        got = likely(self._workspace_budget(model), lambda text: len(text) // CHARS_PER_TOKEN_GUESS)
+        return None if got is None else (list(got[0]), got[1])
+
+    def workspace_prompt(self, model: LoadedModel, got: tuple[list[ContextChunk], int]) -> tuple[list[int], int, int]:
+        """Of ``got`` (``workspace_chunks``), in order, each chunk that still fits the budget
+        in the model's tokens (as retrieval chooses), laid out as retrieved context is in a
+        prompt: the tokens, the number of chunks and the index generation (on the model
+        thread)."""
+        candidates, generation = got
+        budget = self._workspace_budget(model)
         backend = model.backend
-        budget = min(settings.workspace_warm_tokens, backend.info.n_ctx - settings.max_tokens - 64)
-        got = likely(budget, lambda text: len(backend.tokenize(text)))
-        if got is None:
-            return None
-        chunks, generation = got
+        chunks: list[ContextChunk] = []
+        used = 0
+        for c in candidates:
+            cost = len(backend.tokenize(f"# {c.path}\n{c.text}\n\n"))
+            if used + cost <= budget:
+                chunks.append(c)
+                used += cost
         roots = getattr(self.context, "roots", None) or [""]
         tokens = PromptBuilder(backend, model.template).context_tokens(chunks, os.path.basename(roots[0]))
         return tokens, len(chunks), generation

@@ -66,6 +66,10 @@ def quick_budget(full: PromptBudget, tokens: int) -> PromptBudget:
 
 # The KV slot of the workspace's likely context (IdleWork.workspace_job).
 WORKSPACE_SLOT = "workspace:"
+# Characters per token assumed when candidates for the likely context are read off the
+# model thread: low on purpose (code is 3-4 for the seed families' tokenizers), so that
+# more is read than fits and the model's tokens choose.
+CHARS_PER_TOKEN_GUESS = 8
 # A chunk is looked for in a kept state by its tokens less the first and last (they may
 # merge with what surrounds it); shorter ones are not looked for.
 SEED_MIN_CHUNK_TOKENS = 8
@@ -168,7 +172,9 @@ class Host(Protocol):
 
     def remeasure(self, model: LoadedModel) -> None: ...
 
-    def workspace_prompt(self, model: LoadedModel) -> tuple[list[int], int, int] | None: ...
+    def workspace_chunks(self, model: LoadedModel) -> tuple[list[ContextChunk], int] | None: ...
+
+    def workspace_prompt(self, model: LoadedModel, got: tuple[list[ContextChunk], int]) -> tuple[list[int], int, int]: ...
 
 
 class IdleWork:
@@ -293,7 +299,10 @@ class IdleWork:
                     return
                 self.preempt.clear()
                 try:
-                    outcome = await loop.run_in_executor(host.executor, self.workspace_job, model, self.preempt)
+                    # Reading the index (up to LIKELY_SCAN_S on a large workspace) runs off
+                    # the model thread, so that a request never waits behind it.
+                    got = await loop.run_in_executor(None, host.workspace_chunks, model)
+                    outcome = await loop.run_in_executor(host.executor, self.workspace_job, model, got, self.preempt)
                 except Exception:
                     logger.exception("evaluating the workspace's likely context failed")
                     outcome, self.workspace_due = "failed", False
@@ -332,19 +341,21 @@ class IdleWork:
         return False
 
     # -------------------------------------------------------------------- job
-    def workspace_job(self, model: LoadedModel, preempt: threading.Event) -> str:
-        """Evaluate the workspace's likely context into its own slot (on the model thread):
-        a document opened later starts from this state (``kv_store.best_seed``) and its
-        first prompt lists the chunks it holds (``seeded_order``).  "done" or "preempted"."""
+    def workspace_job(
+        self, model: LoadedModel, got: tuple[list[ContextChunk], int] | None, preempt: threading.Event
+    ) -> str:
+        """Evaluate the workspace's likely context (``got``: ``Host.workspace_chunks``, read
+        off this thread) into its own slot (on the model thread): a document opened later
+        starts from this state (``kv_store.best_seed``) and its first prompt lists the
+        chunks it holds (``seeded_order``).  "done" or "preempted"."""
         host = self.host
         prefill = getattr(model.backend, "prefill", None)
         if model is not host.model or preempt.is_set():
             return "preempted"
-        got = host.workspace_prompt(model) if prefill is not None else None
         if got is None or prefill is None:  # no index yet (its build sets workspace_due again), or off
             self.workspace_due = False
             return "done"
-        tokens, chunks, generation = got
+        tokens, chunks, generation = host.workspace_prompt(model, got)
         self.workspace.update(state="warming", chunks=chunks, generation=generation)
         if chunks:
             res = prefill(tokens, WORKSPACE_SLOT, preempt, prefill_batch(host.perf))

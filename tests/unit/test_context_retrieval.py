@@ -280,5 +280,14 @@ def test_the_likely_context_is_what_most_files_import(context: WorkspaceContext,
     assert context.likely_chunks(0, chars) == ([], context.index.generation)
 
 
+def test_a_guess_of_the_likely_contexts_tokens_does_not_change_retrieval(context: WorkspaceContext, ws: Path) -> None:
+    """The likely context is read with a guess of its tokens (off the model thread): the
+    counts retrieval keeps for its budget stay the tokenizer's."""
+    fresh = build_context_provider([str(ws)], DocumentStore())
+    assert context.likely_chunks(400, lambda text: 1)
+    req = request(ws / "app" / "main.py", MAIN, root=ws)
+    assert texts(context.retrieve(req, 120, chars)) == texts(fresh.retrieve(req, 120, chars))
+
+
 def test_no_likely_context_before_the_index_is_built(ws: Path) -> None:
     assert WorkspaceContext([str(ws)]).likely_chunks(400, chars) is None

@@ -511,3 +511,41 @@ async def test_a_kept_state_that_holds_some_of_the_chunks_is_read_in_part():
     assert first is not None and first.prompt_kind == "quick" and first.context_chunks == 1
     assert first.reused_tokens > 0 and first.evaluated_tokens <= engine.affordable_tokens() * 9 // 8
     engine.shutdown()
+
+
+class _ManyLikely(_Context):
+    """Likely context of many chunks; records the thread that reads the index."""
+
+    def __init__(self):
+        self.threads: list[str] = []
+        self.chunks = [
+            ContextChunk(path=f"lib/m{i}.py", text=f"def helper_{i}(value):\n    return value * {i} + {i * 7}\n")
+            for i in range(40)
+        ]
+
+    def likely_chunks(self, token_budget, count_tokens):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        used, out = 0, []
+        for c in self.chunks:
+            cost = count_tokens(f"# {c.path}\n{c.text}\n\n")
+            if used + cost <= token_budget:
+                out.append(c)
+                used += cost
+        return out, 3
+
+
+async def test_the_likely_context_is_read_off_the_model_thread_and_fits_its_budget():
+    """The index is read on another thread than the model's (a request never waits behind
+    the scan); the block is chosen to fit ``workspaceWarmTokens`` of the model's tokens."""
+    model = slot_fake_loaded(_reads_context)
+    context = _ManyLikely()
+    settings = Settings(workspace_context=True, workspace_warm_tokens=200)
+    engine = CompletionEngine(settings, loader=lambda s: model, context=context)
+    await engine.ensure_model()
+    assert await engine.settle(10)
+    warm = engine.session_status()["workspace"]
+    assert context.threads and not any(name.startswith("quill-model") for name in context.threads)
+    assert warm["state"] == "ready" and 0 < warm["tokens"] <= 200 and 0 < warm["chunks"] < 40
+    engine.shutdown()
