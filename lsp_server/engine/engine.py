@@ -714,10 +714,11 @@ class CompletionEngine:
     # --------------------------------------------------------- idle-time work
     def workspace_changed(self) -> None:
         """The model loaded or the workspace index was built: evaluate the workspace's
-        likely context again when idle (``IdleWork.workspace_job``)."""
+        likely context again when idle (``IdleWork.workspace_job``), and start idle work
+        (what was queued while the model loaded)."""
         if self.settings.workspace_warm_tokens > 0 and self.settings.workspace_context:
             self.idle.workspace_due = True
-            self.idle.kick()
+        self.idle.kick()
 
     def _workspace_budget(self, model: LoadedModel) -> int:
         return min(self.settings.workspace_warm_tokens, model.backend.info.n_ctx - self.settings.max_tokens - 64)

@@ -549,3 +549,20 @@ async def test_the_likely_context_is_read_off_the_model_thread_and_fits_its_budg
     assert context.threads and not any(name.startswith("quill-model") for name in context.threads)
     assert warm["state"] == "ready" and 0 < warm["tokens"] <= 200 and 0 < warm["chunks"] < 40
     engine.shutdown()
+
+
+async def test_a_file_opened_while_the_model_loads_is_warmed_once_it_is_ready():
+    """Work queued before the model is loaded starts when it is, the workspace's likely
+    context on or off (``workspaceWarmTokens`` 0 here)."""
+    model = slot_fake_loaded(_reads_context)
+    settings = Settings(workspace_context=True, workspace_warm_tokens=0)
+    engine = CompletionEngine(settings, loader=lambda s: model, context=_Context())
+    engine.warm(req(BIG + "total = "))
+    await engine.ensure_model()
+    # Not engine.settle(): it starts idle work itself.
+    for _ in range(100):
+        if any(slot.startswith("full:") and evaluated for slot, evaluated, _ in model.backend.prefills):
+            break
+        await asyncio.sleep(0.1)
+    assert any(slot.startswith("full:") and evaluated for slot, evaluated, _ in model.backend.prefills)
+    engine.shutdown()
