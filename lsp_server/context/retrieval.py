@@ -47,11 +47,11 @@ from lsp_server.context.retrieval_types import (
 )
 from lsp_server.context.secrets import is_secret_path
 from lsp_server.context.symbols import FileSummary, Import, Symbol, extract
-from lsp_server.families.completion import ContextChunk
+from lsp_server.families.completion import ContextChunk, fit_chunks
 
 logger = logging.getLogger(__name__)
 
-# How long likely_chunks may read the index (on the model thread, in idle time).
+# How long likely_chunks may read the index (in idle time, off the model thread).
 LIKELY_SCAN_S = 0.5
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -477,20 +477,15 @@ class Retriever:
                         keys.add(key)
                         found.setdefault(key, (outline[0].rel, outline[1]))
             importers.update(keys)
-        chunks: list[ContextChunk] = []
-        used = 0
+        likely = []
         for key, n in sorted(importers.items(), key=lambda kv: (-kv[1], repr(kv[0]))):
             if n < 2:
                 break
             path, text = found[key]
-            if not text.strip():
-                continue
-            # Not through the cache of counts (_count): the caller's counter may be a guess.
-            cost = count_tokens(f"# {path}\n{text}\n\n")
-            if used + cost <= token_budget:
-                chunks.append(ContextChunk(path=path, text=text, score=float(n), kind="definition"))
-                used += cost
-        return chunks
+            if text.strip():
+                likely.append(ContextChunk(path=path, text=text, score=float(n), kind="definition"))
+        # Not through the cache of counts (_count): the caller's counter may be a guess.
+        return fit_chunks(likely, token_budget, count_tokens)
 
     # ------------------------------------------------------------- candidates
     def _module_outline(self, paths: Sequence[str]) -> tuple[FileSummary, str] | None:

@@ -64,7 +64,7 @@ from lsp_server.engine.session import (
     perf_key,
     save_perf,
 )
-from lsp_server.families.completion import ContextChunk
+from lsp_server.families.completion import ContextChunk, fit_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -742,15 +742,8 @@ class CompletionEngine:
         prompt: the tokens, the number of chunks and the index generation (on the model
         thread)."""
         candidates, generation = got
-        budget = self._workspace_budget(model)
         backend = model.backend
-        chunks: list[ContextChunk] = []
-        used = 0
-        for c in candidates:
-            cost = len(backend.tokenize(f"# {c.path}\n{c.text}\n\n"))
-            if used + cost <= budget:
-                chunks.append(c)
-                used += cost
+        chunks = fit_chunks(candidates, self._workspace_budget(model), lambda text: len(backend.tokenize(text)))
         roots = getattr(self.context, "roots", None) or [""]
         tokens = PromptBuilder(backend, model.template).context_tokens(chunks, os.path.basename(roots[0]))
         return tokens, len(chunks), generation

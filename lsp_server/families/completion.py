@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +44,19 @@ class ContextChunk:
     text: str
     score: float = 0.0
     kind: str = "snippet"  # "definition", "import", "snippet", "scope"
+
+
+def fit_chunks(chunks: Iterable[ContextChunk], token_budget: int, count_tokens: Callable[[str], int]) -> list[ContextChunk]:
+    """Of ``chunks``, in order, each that still fits ``token_budget``, a chunk costing its
+    text and a path line (as retrieval budgets its choice)."""
+    fitted: list[ContextChunk] = []
+    used = 0
+    for c in chunks:
+        cost = count_tokens(f"# {c.path}\n{c.text}\n\n")
+        if used + cost <= token_budget:
+            fitted.append(c)
+            used += cost
+    return fitted
 
 
 # Line-comment syntax by file extension, for the path line that introduces a chunk when
