@@ -524,6 +524,65 @@ class LlamaServer:
             self.log.unlink(missing_ok=True)
 
 
+class NativeLlamaServer:
+    """llama.cpp's own ``llama-server`` binary (``make llama-server``) on 127.0.0.1, as
+    llama.vim / llama.vscode users run it: ``slots`` slots, ``--cache-reuse 256``, answering
+    ``/health``.  :meth:`complete` sends llama.vim's request for a model without FIM
+    tokens: the last :attr:`N_PREFIX` lines before the cursor through ``/completion`` with
+    ``cache_prompt``, greedy, the rest of the line."""
+
+    N_PREFIX = 256
+
+    def __init__(self, binary: str, model: Path | str, threads: int, *, slots: int = 4, timeout_s: float = 120) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.cmd = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port), "-t", str(threads),
+                    "-tb", str(threads), "-c", str(8192 * slots), "-np", str(slots), "--cache-reuse", "256", "--no-webui"]
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"llama-server did not start: {' '.join(self.cmd)}")
+            time.sleep(0.2)
+
+    def _healthy(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn.request("GET", "/health")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    def prefix(self, lines: Sequence[str], line: int, character: int) -> str:
+        return "\n".join([*lines[max(0, line - self.N_PREFIX) : line], lines[line][:character]])
+
+    def complete(self, prompt: str, timeout_s: float = 120.0, n_predict: int = 64) -> tuple[str, int]:
+        """The suggestion's text and the prompt tokens the server evaluated for it."""
+        body = {"prompt": prompt, "n_predict": n_predict, "temperature": 0, "cache_prompt": True, "stop": ["\n"],
+                "samplers": ["top_k"], "top_k": 1}
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            conn.request("POST", "/completion", body=json.dumps(body), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            out = json.loads(resp.read())
+            if resp.status != 200:
+                raise RuntimeError(f"llama-server answered {resp.status}: {out}")
+        finally:
+            conn.close()
+        return str(out.get("content", "")), int((out.get("timings") or {}).get("prompt_n", -1))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 # ---------------------------------------------------------------- dev set
 def dev_dir() -> Path:
     """The dev set's directory: the first of :data:`DEV_DIRS` there is (else the last)."""

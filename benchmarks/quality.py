@@ -32,7 +32,9 @@ features off (always the full prompt).
 
 Rows (``--rows``, issue 11): "today" has the validity gate, multi-line growth, candidates
 and the confidence bar off; "gate", "multiline", "candidates", "confidence" turn one on;
-"all" all four; "all-nobar" all but the bar (its per-case confidences give the sweep that chose the bar's default).
+"all" all four; "all-nobar" all but the bar (its per-case confidences give the sweep that chose the bar's default);
+"llama-server" is llama.cpp's own server, same model and threads, asked as llama.vim asks
+(``make llama-server``; ``LlamaServerSession``).
 ``--ablation`` adds repo_line rows with each kind of retrieved context left out.  Columns:
 shown = share of requests with a suggestion; exact|s and wrong|s = of the shown ones, the
 share exactly right and the share wrong (fim: failing its tests; repo_line: not an exact
@@ -67,7 +69,7 @@ from pygls.lsp.client import LanguageClient
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.harness import dev_dir, fim_passes, percentile, plain, read_jsonl  # noqa: E402
+from benchmarks.harness import NativeLlamaServer, dev_dir, fim_passes, percentile, plain, read_jsonl  # noqa: E402
 
 DEFAULT_DEV = dev_dir()
 DEFAULT_REPOS = Path(os.environ.get("QUILL_EVAL_REPOS", os.path.join(tempfile.gettempdir(), "quill-eval")))
@@ -346,6 +348,69 @@ class Session:
             pass
 
 
+class LlamaServerSession:
+    """llama.cpp's own llama-server in place of Quill (the row "llama-server"), asked as
+    llama.vim asks (``harness.NativeLlamaServer``): no context, no bar, nothing done
+    before a request.  "warm": asked once, then asked again (the prompt in its cache);
+    "after:S": asked S s after the open; "type:N" as for Quill; "refresh:S" is "cold"."""
+
+    def __init__(self, root: Path, options: dict[str, Any]) -> None:
+        self.root = root
+        self.binary = str(options["_peer"])
+        self.threads = int(options.get("threads") or os.cpu_count() or 1)
+        self.model = options.get("model")
+        self.timeout_s = float(options.get("requestTimeoutS", 120))
+        self.not_warm = 0
+        self.server: NativeLlamaServer | None = None
+
+    async def start(self) -> None:
+        from lsp_server.registry import resolve_model
+
+        model = self.model if self.model and str(self.model).endswith(".gguf") else resolve_model(self.model or "smollm2-135m-instruct").path
+        self.server = await asyncio.get_running_loop().run_in_executor(None, NativeLlamaServer, self.binary, model, self.threads)
+
+    async def _ask(self, lines: list[str], line: int, character: int) -> tuple[str, float, int]:
+        assert self.server is not None
+        prompt = self.server.prefix(lines, line, character)
+        t0 = time.perf_counter()
+        text, evaluated = await asyncio.get_running_loop().run_in_executor(None, self.server.complete, prompt, self.timeout_s)
+        return text, (time.perf_counter() - t0) * 1000, evaluated
+
+    async def complete(
+        self, path: Path, text: str, line: int, character: int, moment: str = "warm", truth: str = ""
+    ) -> tuple[str, float, dict[str, Any]]:
+        lines = text.split("\n")
+        t_open = time.perf_counter()
+        if moment == "warm":
+            await self._ask(lines, line, character)
+        elif moment.startswith("after:"):
+            await asyncio.sleep(max(0.0, float(moment[6:]) - (time.perf_counter() - t_open)))
+        got, ms, evaluated = await self._ask(lines, line, character)
+        detail: dict[str, Any] = {"promptKind": "llama-server", "evaluatedTokens": evaluated}
+        if moment.startswith("type:"):
+            typed, keystroke_ms, base = "", [], lines[line]
+            for ch in truth[: int(moment[5:])]:
+                if ch == "\n":
+                    break
+                await asyncio.sleep(0.12)
+                typed += ch
+                lines[line] = base[:character] + typed + base[character:]
+                got, k_ms, detail["evaluatedTokens"] = await self._ask(lines, line, character + len(typed))
+                keystroke_ms.append(k_ms)
+            if typed:
+                got, ms = typed + got, statistics.median(keystroke_ms)
+                detail["keystrokeMs"] = keystroke_ms
+        return got, ms, detail
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def make_session(root: Path, options: dict[str, Any]) -> Session | LlamaServerSession:
+    return LlamaServerSession(root, options) if options.get("_peer") else Session(root, options)
+
+
 # ------------------------------------------------------------------- cases
 def load_cases(dev: Path, kinds: list[str], ids: set[str] | None, limit: int | None) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
@@ -386,7 +451,7 @@ async def run_repo_line(
         with tempfile.TemporaryDirectory(prefix=f"quill-ws-{repo}-") as tmp:
             root = Path(tmp) / repo
             shutil.copytree(repos / "repos" / repo, root)
-            session = Session(root, options)
+            session = make_session(root, options)
             await session.start()
             try:
                 for c in repo_cases:
@@ -426,12 +491,12 @@ async def run_repo_line(
 
 
 @contextlib.asynccontextmanager
-async def scratch_session(name: str, options: dict[str, Any]) -> AsyncIterator[tuple[Session, Path]]:
+async def scratch_session(name: str, options: dict[str, Any]) -> AsyncIterator[tuple[Session | LlamaServerSession, Path]]:
     """A real server on an empty temporary workspace folder ``name``, stopped afterwards."""
     with tempfile.TemporaryDirectory(prefix=f"quill-ws-{name}-") as tmp:
         root = Path(tmp) / name
         root.mkdir()
-        session = Session(root, options)
+        session = make_session(root, options)
         await session.start()
         try:
             yield session, root
@@ -666,6 +731,10 @@ async def main_async(args: argparse.Namespace) -> int:
     variants: list[tuple[str, str, str, dict[str, Any]]] = []  # (label, setting, moment, extra options)
     table = feature_rows(args.min_confidence, args.quick_min_confidence)
     row_names = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if "llama-server" in row_names:
+        if not (Path(args.llama_server).is_file() or shutil.which(args.llama_server)):
+            raise SystemExit(f"no llama-server at {args.llama_server}: build it with `make llama-server` or pass --llama-server PATH")
+        table["llama-server"] = {"_peer": args.llama_server}
     for setting in settings:
         for name in row_names:
             feats = table[name]
@@ -788,7 +857,7 @@ def main() -> int:
         default="default",
         help="feature rows: default (the server's settings), today (gate, multi-line growth, candidates and "
         "confidence bar off), gate, multiline, candidates, confidence (each alone), all, all-nobar (all with no "
-        "confidence bar)",
+        "confidence bar), llama-server (llama.cpp's own server, asked as llama.vim asks)",
     )
     ap.add_argument(
         "--trigger",
@@ -817,6 +886,18 @@ def main() -> int:
         default=None,
         help="llama.cpp threads (default: the server's, all cores; 1 holds up better on a busy machine)",
     )
+    ap.add_argument(
+        "--llama-server",
+        default=os.environ.get("QUILL_LLAMA_SERVER", str(HERE.parent / "build" / "llama-server" / "bin" / "llama-server")),
+        help="the llama-server binary of the row \"llama-server\" (make llama-server)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a server setting for every row, e.g. --set latencyTargetMs=1500 (repeatable)",
+    )
     ap.add_argument("--show", action="store_true", help="print every case")
     ap.add_argument("--no-retrieval-timing", action="store_true", help="skip the in-process retrieval timing")
     ap.add_argument("--json", help="write rows and per-case outcomes to this file")
@@ -834,6 +915,14 @@ def main() -> int:
         args.base_options["model"] = args.model
     if args.threads is not None:
         args.base_options["threads"] = args.threads
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item}: expected KEY=JSON")
+        try:
+            args.base_options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.base_options[key] = value
     return asyncio.run(main_async(args))
 
 

@@ -34,12 +34,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import free_port, percentile, plain  # noqa: E402
+from benchmarks.harness import NativeLlamaServer, percentile, plain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["textwrap.py", "shlex.py", "fractions.py", "graphlib.py", "heapq.py", "cmd.py"]
@@ -226,12 +224,10 @@ class QuillEditor(Editor):
 
 
 class LlamaServerEditor(Editor):
-    """llama.vim's request: the last 256 lines before the cursor, /completion, cache_prompt."""
+    """llama.vim's request (``NativeLlamaServer.complete``) on the editor's copy of each file."""
 
-    N_PREFIX = 256
-
-    def __init__(self, port: int, timeout_s: float) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, server: NativeLlamaServer, timeout_s: float) -> None:
+        self.server = server
         self.timeout_s = timeout_s
         self.docs: dict[str, list[str]] = {}
         self.errors = 0
@@ -248,23 +244,14 @@ class LlamaServerEditor(Editor):
         new = (cur[:col] + text + cur[col:]).split("\n")
         lines[line : line + 1] = new
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
-            self.base + "/completion", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            return json.loads(resp.read())
-
     async def ask(self, case: FileCase, line: int, col: int) -> Sample:
-        lines = self.docs[case.name]
-        prefix = "\n".join(lines[max(0, line - self.N_PREFIX) : line] + [lines[line][:col]])
-        body = {"prompt": prefix, "n_predict": 64, "temperature": 0, "cache_prompt": True, "stop": ["\n"], "samplers": ["top_k"], "top_k": 1}
+        prompt = self.server.prefix(self.docs[case.name], line, col)
         t0 = time.perf_counter()
         text, timed_out, evaluated = "", False, -1
         try:
-            out = await asyncio.get_running_loop().run_in_executor(None, self._post, body)
-            text = out.get("content", "")
-            evaluated = int((out.get("timings") or {}).get("prompt_n", -1))
+            text, evaluated = await asyncio.get_running_loop().run_in_executor(
+                None, self.server.complete, prompt, self.timeout_s
+            )
         except TimeoutError:
             timed_out = True
         except Exception as exc:  # an error answer: counted as "no suggestion", and said once
@@ -358,30 +345,15 @@ async def run_quill(
 
 
 async def run_llama_server(binary: str, model: str, threads: int, cases: list[FileCase], pause_s: float, timeout_s: float) -> RunResult:
-    port = free_port()
-    cmd = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
-           "-c", "32768", "-np", "4", "--cache-reuse", "256", "--no-webui"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"llama-server did not start: {' '.join(cmd)}")
-            await asyncio.sleep(0.2)
-        samples = await replay(LlamaServerEditor(port, timeout_s), cases, pause_s)
-        rss = peak_rss_mb(proc.pid)
+        server = NativeLlamaServer(binary, model, threads)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
+    try:
+        samples = await replay(LlamaServerEditor(server, timeout_s), cases, pause_s)
+        rss = peak_rss_mb(server.proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
     return RunResult(f"llama-server t{threads}", samples, rss, threads)
 
 

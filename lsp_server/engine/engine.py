@@ -44,9 +44,10 @@ from lsp_server.engine.progressive import (
     IdleWork,
     needs_quick,
     quick_budget,
+    quick_usage_tokens,
     seeded_order,
 )
-from lsp_server.engine.prompt import HINT_KIND, Prompt, PromptBudget, PromptBuilder
+from lsp_server.engine.prompt import HINT_KIND, USAGE_KIND, Prompt, PromptBudget, PromptBuilder
 from lsp_server.engine.requests import (
     CacheEntry,
     CompletionRequest,
@@ -471,19 +472,24 @@ class CompletionEngine:
             req.prefix, req.suffix, budget, chunks, req.path, req.repo_name, keep_line=self._starts.get((req.uri, "quick"))
         )
 
-    def quick(self, model: LoadedModel, req: CompletionRequest, full: Prompt) -> tuple[Prompt, str, str]:
+    def quick(self, model: LoadedModel, req: CompletionRequest, full: Prompt, idle: bool = False) -> tuple[Prompt, str, str]:
         """The quick prompt for ``req``, the KV slot to run it in and its kind: the cursor
         region after as many of the full prompt's retrieved chunks as the full prompt's
         slot holds evaluated already (idle time evaluates them first, ``IdleWork._job``),
-        so that it costs about what the cursor region alone does ("context" when that is
-        all of them, else "quick"); without any, the cursor region alone in a slot of its
-        own ("quick")."""
+        so that it costs about what the cursor region and the usage lines do ("context"
+        when that is all of them, else "quick"); without any, the cursor region after the
+        full prompt's usage lines in a slot of its own ("quick").  A request weighs that
+        against the least any of these would cost now (little on a keystroke after a quick
+        answer); idle-time work (``idle``) against the cursor region's size."""
         tokens = self.affordable_tokens()
         full_slot = f"full:{req.uri}"
         ctx = [c for c in full.chunks_used if c.kind != HINT_KIND]
         hints = [c for c in full.chunks_used if c.kind == HINT_KIND]
+        # The file's own lines that use its imported names: what a quick prompt's tokens
+        # buy most of (docs/latency.md, "The quick prompt's usage lines").
+        usage = [c for c in ctx if c.kind == USAGE_KIND]
         backend = model.backend
-        alone = self._quick_prompt(model, req, tokens, hints)
+        alone = self._quick_prompt(model, req, tokens, usage + hints, quick_usage_tokens(tokens) if usage else 0)
         order = ctx
         if ctx and not backend.slot_tokens(full_slot):  # type: ignore[attr-defined]
             # A document just opened: the chunks another kept state holds evaluated (the
@@ -491,11 +497,26 @@ class CompletionEngine:
             states: dict[str, Any] = getattr(backend, "kept_states", dict)()
             order = seeded_order(states, ctx, backend.tokenize) if states else []
         if order:
+            # A prompt that reads kept chunks may cost what the cursor region costs in its
+            # own slot (all of it in a file just opened) plus ``slack``; on a keystroke
+            # after a quick answer, what that answer's prompt costs now (a token or two),
+            # so that each key does not evaluate the cursor region again.  Idle-time work
+            # pays up to the cursor region's size.
             builder = PromptBuilder(backend, model.template)
-            allowed = alone.n_tokens + builder.header_cost(req.path) + tokens // QUICK_CONTEXT_OVERRUN
+            slack = builder.header_cost(req.path) + tokens // QUICK_CONTEXT_OVERRUN
+            tried = []
             for n in range(len(order), 0, -1):
                 prompt = self._quick_prompt(model, req, tokens, order[:n] + hints, full.n_context_tokens)
-                if backend.eval_cost(prompt.tokens, full_slot) <= allowed:  # type: ignore[attr-defined]
+                tried.append((n, prompt, backend.eval_cost(prompt.tokens, full_slot)))  # type: ignore[attr-defined]
+            least = alone.n_tokens
+            if not idle:
+                least = backend.eval_cost(alone.tokens, f"quick:{req.uri}")  # type: ignore[attr-defined]
+                cached = min(cost for _, _, cost in tried)
+                if cached <= slack:  # the answer before this key read kept chunks
+                    least = min(least, cached)
+            allowed = least + slack
+            for n, prompt, cost in tried:
+                if cost <= allowed:
                     return prompt, full_slot, "context" if n == len(ctx) else "quick"
         return alone, f"quick:{req.uri}", "quick"
 
@@ -539,17 +560,19 @@ class CompletionEngine:
         cur: CursorText,
         cancel: threading.Event,
         full: tuple[Prompt, float] | None = None,
+        idle: bool = False,
     ) -> CompletionResult:
         """Build the prompt (full, or quick when the full one would cost more than the
         latency target allows), generate, clean up.  On the model thread.  ``full``: the
-        full prompt and its retrieval ms, when the caller built it already."""
+        full prompt and its retrieval ms, when the caller built it already; ``idle``: for
+        idle-time work (``Engine.quick``)."""
         settings = self.settings
         backend = model.backend
         t0 = time.perf_counter()
         prompt, context_ms = full if full is not None else self.full_prompt(model, req)
         kind, slot = "full", f"full:{req.uri}"
         if self.needs_quick(model, prompt, req.uri):
-            prompt, slot, kind = self.quick(model, req, prompt)
+            prompt, slot, kind = self.quick(model, req, prompt, idle)
         t2 = time.perf_counter()
         if not prompt.tokens:  # nothing before the cursor, and no markup: nothing to go on
             return CompletionResult(text="", mode=mode, stop_reason="empty-prompt", prompt_kind=kind, evaluated_tokens=0)

@@ -42,6 +42,9 @@ QUICK_MIN_SAVING = 2.0
 # A quick prompt reads the retrieved context the full prompt's slot holds evaluated when
 # what is left to evaluate exceeds the cursor region alone by at most 1/this.
 QUICK_CONTEXT_OVERRUN = 8
+# A quick prompt also reads the full prompt's usage lines (the file's own lines that use
+# its imported names) in up to this share of its cursor region's tokens, on top of them.
+QUICK_USAGE_SHARE = 1.0
 # Idle-time work starts this long after the last request ended: keystrokes come closer
 # together while the user types, and each would otherwise wait for a slice of work to end.
 IDLE_AFTER_REQUEST_S = 0.15
@@ -51,6 +54,11 @@ def needs_quick(full_cost: int, affordable: int) -> bool:
     """Whether a full prompt that costs ``full_cost`` tokens to evaluate is answered from a
     quick prompt instead (``affordable``: what the latency target allows)."""
     return full_cost > affordable * QUICK_MIN_SAVING
+
+
+def quick_usage_tokens(tokens: int) -> int:
+    """Tokens a quick prompt of ``tokens`` (its cursor region) may give to usage lines."""
+    return int(tokens * QUICK_USAGE_SHARE)
 
 
 def quick_budget(full: PromptBudget, tokens: int) -> PromptBudget:
@@ -154,6 +162,7 @@ class Host(Protocol):
         cur: CursorText,
         cancel: threading.Event,
         full: tuple[Prompt, float] | None = None,
+        idle: bool = False,
     ) -> CompletionResult: ...
 
     def full_prompt(self, model: LoadedModel, req: CompletionRequest) -> tuple[Prompt, float]: ...
@@ -382,7 +391,7 @@ class IdleWork:
 
         def answer() -> str:
             """Compute the suggestion at the cursor and keep it for when it is asked."""
-            result = host.run(model, req, mode, cur, preempt, full)
+            result = host.run(model, req, mode, cur, preempt, full, idle=True)
             if result.stop_reason == "cancelled":
                 return "preempted"
             host.cache_put(key, CacheEntry(result.text, result.prompt_kind, time.monotonic(), True, result.prompt_tokens))

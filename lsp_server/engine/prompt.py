@@ -303,6 +303,8 @@ class PromptBuilder:
 
 
 HINT_KIND = "hint"
+# Retrieved lines of the file itself that use its imported names (retrieval._usage_lines).
+USAGE_KIND = "usage"
 
 
 def _with_hints(prefix: str, hints: Sequence[ContextChunk], path: str) -> tuple[str, int, int]:

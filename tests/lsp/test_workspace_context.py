@@ -357,3 +357,39 @@ async def test_the_workspaces_likely_context_is_ready_before_a_file_is_opened(tm
         assert "shipping_cost_for_order" in answer, answer
     finally:
         await stop(s)
+
+
+@pytest.mark.model
+async def test_a_quick_prompt_asked_at_once_reads_how_the_file_uses_its_imports(tmp_path: Path) -> None:
+    """Asked at once in a long file just opened, where a line far above the cursor calls
+    pricing.py's function: the quick prompt carries that line (the full prompt's usage
+    lines) before the cursor region, and the first answer calls the function too (the
+    cursor region alone cannot know the name: the test above)."""
+    ws, text = _shop_with_long_checkout(tmp_path)
+    head, rest = text.split("\n", 1)
+    usage = (
+        "\n\ndef express_quote(order_id: int) -> float:\n"
+        "    return pricing.compute_shipping_cost_for_order(order_id, express=True)\n"
+    )
+    body = "\n\ndef order_total(order_id: int, subtotal: float) -> float:\n    shipping = pricing."
+    text = head + usage + rest.rsplit("\n\ndef order_total", 1)[0] + body
+    (ws / "app" / "checkout.py").write_text(text)
+    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
+               "quickMinConfidence": 0, "contextTokens": 1024, "workspaceWarmTokens": 0}
+    s = await start(ws, options, caps="neovim")
+    try:
+        await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
+        uri = (ws / "app" / "checkout.py").as_uri()
+        s.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        answer = await complete(s, uri, text, invoked=False)
+        st = _plain(await asyncio.wait_for(s.client.protocol.send_request_async("quill/status", {}), GUARD_S))
+        info = st["session"]["lastCompletion"]
+        assert info["promptKind"] == "quick" and info["contextChunks"] >= 1, info
+        assert info["reusedTokens"] == 0, info  # nothing of the file was evaluated before
+        assert "compute_shipping_cost_for_order" in answer, answer
+    finally:
+        await stop(s)

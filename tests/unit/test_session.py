@@ -2,6 +2,7 @@
 with the real KV-reuse rules; the real model is exercised in tests/lsp/test_session.py."""
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from lsp_server.config import Settings
 from lsp_server.engine import session
 from lsp_server.engine.engine import CompletionEngine, CompletionRequest
+from lsp_server.engine.postprocess import CursorText
 from lsp_server.engine.session import (
     Perf,
     WarmQueue,
@@ -386,6 +388,28 @@ async def test_a_request_mid_way_reads_the_context_evaluated_so_far():
     engine.shutdown()
 
 
+async def test_a_keystroke_after_a_quick_answer_stays_in_the_quick_slot():
+    """The quick answer's slot holds the cursor region: the next keystroke costs a token or
+    two there, and does not evaluate the cursor region again after the context idle time
+    has evaluated meanwhile (the context's answer comes in idle time, as an upgrade)."""
+    model = slot_fake_loaded(_reads_context)
+    engine = CompletionEngine(Settings(workspace_context=True, warmup=False), loader=lambda s: model, context=_Context())
+    backend = model.backend
+    await engine.ensure_model()
+    doc = BIG + "total = "
+    first = await engine.complete(req(doc))
+    assert first is not None and first.prompt_kind == "quick" and first.context_chunks == 0
+    full, _ = engine.full_prompt(model, req(doc + "c"))
+    backend.slots["full:file:///w/a.py"] = engine.context_head(model, req(doc + "c"), full)
+    key = await engine.complete(req(doc + "c"))
+    assert key is not None and key.prompt_kind == "quick" and key.context_chunks == 0
+    assert key.evaluated_tokens <= 4, key
+    # Idle-time work asks the same question and reads the context.
+    result = engine.run(model, req(doc + "c"), key.mode, CursorText.from_prefix_suffix(doc + "c", ""), threading.Event(), idle=True)
+    assert result.prompt_kind == "context" and result.text == "compute_total(values, rate)"
+    engine.shutdown()
+
+
 async def test_a_quick_prompt_that_reads_all_the_context_has_the_full_prompts_bar():
     model = slot_fake_loaded(_reads_context)
     _sure_at_058(model.backend)
@@ -404,6 +428,42 @@ async def test_a_quick_prompt_that_reads_all_the_context_has_the_full_prompts_ba
     blind = await engine.complete(req(BIG + "grand = ", uri="file:///w/b.py"))
     assert blind is not None and blind.prompt_kind == "quick" and blind.context_chunks == 0
     assert blind.text == "" and blind.hidden == "confidence"
+    engine.shutdown()
+
+
+class _UsageContext(_Context):
+    """A definition from another file and the file's own lines that use it."""
+
+    usage = ContextChunk(path="", text="grand = compute_total(values, GRAND_RATE)\n", kind="usage")
+    chunks = [_Context.chunks[0], usage]
+
+
+def _reads_usage(p):
+    return "compute_total(values, GRAND_RATE)\n" if "grand = compute_total" in p else "from_window\n"
+
+
+async def test_a_quick_prompt_asked_at_once_reads_the_files_usage_lines():
+    """Nothing evaluated yet: the quick prompt is the cursor region and, before it, the
+    full prompt's usage lines (not its other context), within their own budget."""
+    model = slot_fake_loaded(_reads_usage)
+    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_UsageContext())
+    backend = model.backend
+    await engine.ensure_model()
+    doc = BIG + "total = "
+    first = await engine.complete(req(doc))
+    assert first is not None and first.prompt_kind == "quick" and first.text == "compute_total(values, GRAND_RATE)"
+    assert first.context_chunks == 1
+    prompt = backend.detokenize(backend.calls[-1].prompt)
+    assert "grand = compute_total" in prompt and "def compute_total" not in prompt
+    tokens = engine.affordable_tokens()
+    usage = len(backend.tokenize(_UsageContext.usage.text))
+    assert first.prompt_tokens <= tokens * 3 // 2 + 2 + usage
+    # Usage lines longer than their budget are left out: the cursor region alone.
+    long_usage = ContextChunk(path="", text="grand = compute_total(values, GRAND_RATE)\n" * 200, kind="usage")
+    engine.context.chunks = [_Context.chunks[0], long_usage]  # type: ignore[union-attr]
+    blind = await engine.complete(req(BIG + "grand = ", uri="file:///w/b.py"))
+    assert blind is not None and blind.prompt_kind == "quick" and blind.context_chunks == 0
+    assert blind.text == "from_window"
     engine.shutdown()
 
 
