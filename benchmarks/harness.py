@@ -453,6 +453,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server process: terminate, and kill it if it has not ended within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LlamaServer:
     """llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``) on
     127.0.0.1, started and answering ``/v1/models``.  Its output goes to ``log`` (by
@@ -511,12 +521,7 @@ class LlamaServer:
         raise TimeoutError("llama_cpp.server did not start")
 
     def _end(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
 
     def stop(self) -> None:
         self._end()
@@ -575,12 +580,7 @@ class NativeLlamaServer:
         return str(out.get("content", "")), int((out.get("timings") or {}).get("prompt_n", -1))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
 
 
 # ---------------------------------------------------------------- dev set

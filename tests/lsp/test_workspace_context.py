@@ -33,6 +33,13 @@ class Session:
         self.workspace = workspace
         self.registrations: list[types.Registration] = []
 
+    def open(self, uri: str, text: str) -> None:
+        self.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+
     async def index(self, **params: Any) -> dict[str, Any]:
         result = await self.client.protocol.send_request_async("quill/workspaceIndex", params)
         return _plain(result)
@@ -216,11 +223,7 @@ async def test_completion_uses_a_definition_from_another_file(tmp_path: Path) ->
     try:
         await s.until(lambda st: st["state"] == "ready")
         uri = (ws / "app" / "checkout.py").as_uri()
-        s.client.text_document_did_open(
-            types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=CHECKOUT)
-            )
-        )
+        s.open(uri, CHECKOUT)
         with_context = await complete(s, uri, CHECKOUT)
         # The name exists only in shop/pricing.py: the workspace context put it in the prompt.
         assert with_context.startswith("compute_shipping_cost_for_order(")
@@ -285,11 +288,7 @@ async def test_a_cold_files_first_answer_is_redone_once_its_context_is_evaluated
     try:
         await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
         uri = (ws / "app" / "checkout.py").as_uri()
-        s.client.text_document_did_open(
-            types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
-            )
-        )
+        s.open(uri, text)
         quick = await complete(s, uri, text, invoked=False)  # as an editor asks while the user types
         first = (await status())["session"]["lastCompletion"]
         assert first["promptKind"] == "quick" and first["contextChunks"] == 0, first
@@ -342,11 +341,7 @@ async def test_the_workspaces_likely_context_is_ready_before_a_file_is_opened(tm
         # The file is written (and indexed) only now: nothing of it was evaluated before.
         (ws / "app" / "checkout.py").write_text(text)
         uri = (ws / "app" / "checkout.py").as_uri()
-        s.client.text_document_did_open(
-            types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
-            )
-        )
+        s.open(uri, text)
         answer = await complete(s, uri, text, invoked=False)
         st = await status()
         info = st["session"]["lastCompletion"]
@@ -358,38 +353,3 @@ async def test_the_workspaces_likely_context_is_ready_before_a_file_is_opened(tm
     finally:
         await stop(s)
 
-
-@pytest.mark.model
-async def test_a_quick_prompt_asked_at_once_reads_how_the_file_uses_its_imports(tmp_path: Path) -> None:
-    """Asked at once in a long file just opened, where a line far above the cursor calls
-    pricing.py's function: the quick prompt carries that line (the full prompt's usage
-    lines) before the cursor region, and the first answer calls the function too (the
-    cursor region alone cannot know the name: the test above)."""
-    ws, text = _shop_with_long_checkout(tmp_path)
-    head, rest = text.split("\n", 1)
-    usage = (
-        "\n\ndef express_quote(order_id: int) -> float:\n"
-        "    return pricing.compute_shipping_cost_for_order(order_id, express=True)\n"
-    )
-    body = "\n\ndef order_total(order_id: int, subtotal: float) -> float:\n    shipping = pricing."
-    text = head + usage + rest.rsplit("\n\ndef order_total", 1)[0] + body
-    (ws / "app" / "checkout.py").write_text(text)
-    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
-               "quickMinConfidence": 0, "contextTokens": 1024, "workspaceWarmTokens": 0}
-    s = await start(ws, options, caps="neovim")
-    try:
-        await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
-        uri = (ws / "app" / "checkout.py").as_uri()
-        s.client.text_document_did_open(
-            types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
-            )
-        )
-        answer = await complete(s, uri, text, invoked=False)
-        st = _plain(await asyncio.wait_for(s.client.protocol.send_request_async("quill/status", {}), GUARD_S))
-        info = st["session"]["lastCompletion"]
-        assert info["promptKind"] == "quick" and info["contextChunks"] >= 1, info
-        assert info["reusedTokens"] == 0, info  # nothing of the file was evaluated before
-        assert "compute_shipping_cost_for_order" in answer, answer
-    finally:
-        await stop(s)

@@ -37,6 +37,15 @@ def make(reply=lambda p: "result\n", **settings):
     return engine, model.backend
 
 
+async def context_engine(reply, context, **settings):
+    """An engine on the slot-keeping fake model with workspace context from ``context``,
+    its model loaded, and that model."""
+    model = slot_fake_loaded(reply)
+    engine = CompletionEngine(Settings(workspace_context=True, **settings), loader=lambda s: model, context=context)
+    await engine.ensure_model()
+    return engine, model
+
+
 def req(text, uri="file:///w/a.py", offset=None):
     return CompletionRequest(uri=uri, text=text, offset=len(text) if offset is None else offset, path="a.py")
 
@@ -343,10 +352,8 @@ def _reads_context(p):
 async def test_a_quick_prompt_reads_the_retrieved_context_evaluated_before_it():
     """Idle time evaluates the full prompt's retrieved context first; the quick prompt
     then reads it (at about the cost of the cursor region alone)."""
-    model = slot_fake_loaded(_reads_context)
-    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Context())
+    engine, model = await context_engine(_reads_context, _Context())
     backend = model.backend
-    await engine.ensure_model()
     doc = BIG + "total = "
     # Asked at once: nothing is evaluated, the cursor region alone answers.
     first = await engine.complete(req(doc))
@@ -365,10 +372,8 @@ async def test_a_quick_prompt_reads_the_retrieved_context_evaluated_before_it():
 
 
 async def test_a_request_mid_way_reads_the_context_evaluated_so_far():
-    model = slot_fake_loaded(_reads_context)
-    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Context())
+    engine, model = await context_engine(_reads_context, _Context())
     backend = model.backend
-    await engine.ensure_model()
     doc = BIG + "total = "
     full, _ = engine.full_prompt(model, req(doc))
     head = engine.context_head(model, req(doc), full)
@@ -392,10 +397,8 @@ async def test_a_keystroke_after_a_quick_answer_stays_in_the_quick_slot():
     """The quick answer's slot holds the cursor region: the next keystroke costs a token or
     two there, and does not evaluate the cursor region again after the context idle time
     has evaluated meanwhile (the context's answer comes in idle time, as an upgrade)."""
-    model = slot_fake_loaded(_reads_context)
-    engine = CompletionEngine(Settings(workspace_context=True, warmup=False), loader=lambda s: model, context=_Context())
+    engine, model = await context_engine(_reads_context, _Context(), warmup=False)
     backend = model.backend
-    await engine.ensure_model()
     doc = BIG + "total = "
     first = await engine.complete(req(doc))
     assert first is not None and first.prompt_kind == "quick" and first.context_chunks == 0
@@ -445,10 +448,8 @@ def _reads_usage(p):
 async def test_a_quick_prompt_asked_at_once_reads_the_files_usage_lines():
     """Nothing evaluated yet: the quick prompt is the cursor region and, before it, the
     full prompt's usage lines (not its other context), within their own budget."""
-    model = slot_fake_loaded(_reads_usage)
-    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_UsageContext())
+    engine, model = await context_engine(_reads_usage, _UsageContext())
     backend = model.backend
-    await engine.ensure_model()
     doc = BIG + "total = "
     first = await engine.complete(req(doc))
     assert first is not None and first.prompt_kind == "quick" and first.text == "compute_total(values, GRAND_RATE)"
@@ -503,10 +504,8 @@ async def test_the_workspaces_likely_context_is_evaluated_when_idle_and_read_at_
     likely context in a slot of its own; a file opened afterwards starts from that state,
     and its first answer, asked at once, reads the context for the cost of the cursor
     region."""
-    model = slot_fake_loaded(_reads_context)
-    engine = CompletionEngine(Settings(workspace_context=True), loader=lambda s: model, context=_Likely())
+    engine, model = await context_engine(_reads_context, _Likely())
     backend = model.backend
-    await engine.ensure_model()
     assert await engine.settle(10)
     warm = engine.session_status()["workspace"]
     assert warm["state"] == "ready" and warm["chunks"] == 2 and warm["generation"] == 7 and not warm["due"]
