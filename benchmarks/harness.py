@@ -534,7 +534,10 @@ class NativeLlamaServer:
     llama.vim / llama.vscode users run it: ``slots`` slots, ``--cache-reuse 256``, answering
     ``/health``.  :meth:`complete` sends llama.vim's request for a model without FIM
     tokens: the last :attr:`N_PREFIX` lines before the cursor through ``/completion`` with
-    ``cache_prompt``, greedy, the rest of the line."""
+    ``cache_prompt``, greedy, the rest of the line.  The blanks that end the prompt are
+    sent as the answer's start instead (what a client must do for such a model: a prompt
+    that ends in a space token makes SmolLM2 answer ``0`` or ``1`` after ``text = ``);
+    an answer that does not begin with them is nothing to show."""
 
     N_PREFIX = 256
 
@@ -566,7 +569,8 @@ class NativeLlamaServer:
 
     def complete(self, prompt: str, timeout_s: float = 120.0, n_predict: int = 64) -> tuple[str, int]:
         """The suggestion's text and the prompt tokens the server evaluated for it."""
-        body = {"prompt": prompt, "n_predict": n_predict, "temperature": 0, "cache_prompt": True, "stop": ["\n"],
+        blanks = prompt[len(prompt.rstrip(" \t")) :]
+        body = {"prompt": prompt[: len(prompt) - len(blanks)], "n_predict": n_predict, "temperature": 0, "cache_prompt": True, "stop": ["\n"],
                 "samplers": ["top_k"], "top_k": 1}
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
         try:
@@ -577,7 +581,9 @@ class NativeLlamaServer:
                 raise RuntimeError(f"llama-server answered {resp.status}: {out}")
         finally:
             conn.close()
-        return str(out.get("content", "")), int((out.get("timings") or {}).get("prompt_n", -1))
+        content = str(out.get("content", ""))
+        text = content[len(blanks) :] if content.startswith(blanks) else ""
+        return text, int((out.get("timings") or {}).get("prompt_n", -1))
 
     def stop(self) -> None:
         end_process(self.proc)

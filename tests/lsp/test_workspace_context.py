@@ -9,8 +9,10 @@ the `workspaceContext` setting, and a completion that needs another file's defin
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -74,8 +76,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-async def start(workspace: Path, options: dict[str, Any] | None = None, caps: str = "visual_studio_code") -> Session:
-    client = await ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]).start()
+async def start(
+    workspace: Path, options: dict[str, Any] | None = None, caps: str = "visual_studio_code", env: dict[str, str] | None = None
+) -> Session:
+    client = await ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"], server_env=env).start()
     assert isinstance(client, LanguageClient)
     session = Session(client, workspace)
 
@@ -353,3 +357,54 @@ async def test_the_workspaces_likely_context_is_ready_before_a_file_is_opened(tm
     finally:
         await stop(s)
 
+
+
+def pinned_speed(tmp_path: Path, threads: int, prompt_tok_s: float = 276.0, gen_ms_per_token: float = 11.6) -> dict[str, str]:
+    """The server's environment with its speed figures for the default model given, not
+    measured: how many tokens a quick prompt may hold follows from them, and measured
+    figures move with the machine and its load (62 tokens on a busy one, too few here)."""
+    from lsp_server.config import Settings
+    from lsp_server.engine.session import perf_key
+    from lsp_server.registry import resolve_model
+
+    settings = Settings()
+    key = perf_key(settings.backend, str(resolve_model(settings.model).path), settings.gpu_layers, threads)
+    entry = {"prompt_tok_s": prompt_tok_s, "gen_ms_per_token": gen_ms_per_token, "threads": threads,
+             "batch_threads": threads, "measured_at": time.time(), "candidates": "pinned by the test"}
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "perf.json").write_text(json.dumps({key: entry}))
+    return {**os.environ, "QUILL_CACHE_DIR": str(cache)}
+
+
+@pytest.mark.model
+async def test_a_quick_prompt_asked_at_once_reads_how_the_file_uses_its_imports(tmp_path: Path) -> None:
+    """Asked at once in a long file just opened, where a function far above the cursor
+    calls pricing.py's function: the quick prompt carries that line (the full prompt's
+    usage lines) before the cursor region, and the first answer calls the function too
+    (the cursor region alone cannot know the name: the test above)."""
+    ws, text = _shop_with_long_checkout(tmp_path)
+    head, rest = text.split("\n", 1)
+    usage = (
+        "\n\ndef express_quote(order_id: int) -> float:\n"
+        "    return pricing.compute_shipping_cost_for_order(order_id, express=True)\n"
+    )
+    body = "\n\ndef order_total(order_id: int, subtotal: float) -> float:\n    shipping = pricing."
+    text = head + usage + rest.rsplit("\n\ndef order_total", 1)[0] + body
+    (ws / "app" / "checkout.py").write_text(text)
+    options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
+               "quickMinConfidence": 0, "contextTokens": 1024, "workspaceWarmTokens": 0, "latencyTargetMs": 1000}
+    s = await start(ws, options, caps="neovim", env=pinned_speed(tmp_path, threads=1))
+    try:
+        await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
+        uri = (ws / "app" / "checkout.py").as_uri()
+        s.open(uri, text)
+        answer = await complete(s, uri, text, invoked=False)
+        st = _plain(await asyncio.wait_for(s.client.protocol.send_request_async("quill/status", {}), GUARD_S))
+        info = st["session"]["lastCompletion"]
+        assert st["session"]["perf"]["promptTokensPerS"] == 276.0, st["session"]["perf"]  # the pinned figures
+        assert info["promptKind"] == "quick" and info["contextChunks"] >= 1, info
+        assert info["reusedTokens"] == 0, info  # nothing of the file was evaluated before
+        assert "compute_shipping_cost_for_order" in answer, answer
+    finally:
+        await stop(s)
