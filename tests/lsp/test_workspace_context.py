@@ -9,7 +9,6 @@ the `workspaceContext` setting, and a completion that needs another file's defin
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -359,26 +358,27 @@ async def test_the_workspaces_likely_context_is_ready_before_a_file_is_opened(tm
 
 
 
-def pinned_speed(tmp_path: Path, threads: int, prompt_tok_s: float = 276.0, gen_ms_per_token: float = 11.6) -> dict[str, str]:
+def pinned_speed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, threads: int, prompt_tok_s: float = 276.0, gen_ms_per_token: float = 11.6
+) -> dict[str, str]:
     """The server's environment with its speed figures for the default model given, not
     measured: how many tokens a quick prompt may hold follows from them, and measured
     figures move with the machine and its load (62 tokens on a busy one, too few here)."""
     from lsp_server.config import Settings
-    from lsp_server.engine.session import perf_key
+    from lsp_server.engine.session import Perf, perf_key, save_perf
     from lsp_server.registry import resolve_model
 
     settings = Settings()
     key = perf_key(settings.backend, str(resolve_model(settings.model).path), settings.gpu_layers, threads)
-    entry = {"prompt_tok_s": prompt_tok_s, "gen_ms_per_token": gen_ms_per_token, "threads": threads,
-             "batch_threads": threads, "measured_at": time.time(), "candidates": "pinned by the test"}
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "perf.json").write_text(json.dumps({key: entry}))
-    return {**os.environ, "QUILL_CACHE_DIR": str(cache)}
+    monkeypatch.setenv("QUILL_CACHE_DIR", str(tmp_path / "cache"))
+    save_perf(key, Perf(prompt_tok_s, gen_ms_per_token, threads, time.time(), candidates="pinned by the test", batch_threads=threads))
+    return dict(os.environ)
 
 
 @pytest.mark.model
-async def test_a_quick_prompt_asked_at_once_reads_how_the_file_uses_its_imports(tmp_path: Path) -> None:
+async def test_a_quick_prompt_asked_at_once_reads_how_the_file_uses_its_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Asked at once in a long file just opened, where a function far above the cursor
     calls pricing.py's function: the quick prompt carries that line (the full prompt's
     usage lines) before the cursor region, and the first answer calls the function too
@@ -394,7 +394,7 @@ async def test_a_quick_prompt_asked_at_once_reads_how_the_file_uses_its_imports(
     (ws / "app" / "checkout.py").write_text(text)
     options = {"cacheCompletions": False, "threads": 1, "requestTimeoutS": 600, "minConfidence": 0,
                "quickMinConfidence": 0, "contextTokens": 1024, "workspaceWarmTokens": 0, "latencyTargetMs": 1000}
-    s = await start(ws, options, caps="neovim", env=pinned_speed(tmp_path, threads=1))
+    s = await start(ws, options, caps="neovim", env=pinned_speed(monkeypatch, tmp_path, threads=1))
     try:
         await s.until(lambda st: st["state"] == "ready" and st["files"] == 3)
         uri = (ws / "app" / "checkout.py").as_uri()
