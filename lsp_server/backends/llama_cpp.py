@@ -216,9 +216,11 @@ def plan_memory(path: str, n_ctx: int, gpu_layers: int = 0, available: int | Non
 # Shifted reuse of cached runs (see kv_store.plan_reuse): runs shorter than this are
 # evaluated again rather than moved.
 CACHE_REUSE_MIN_TOKENS = 32
-# Tokens per llama_decode call while a prompt is evaluated for a request: between calls
-# the cancel flag is checked, so a newer keystroke stops a long cold prompt.
-FOREGROUND_BATCH = 64
+# At most this many tokens per llama_decode call while a prompt is evaluated for a
+# request: between calls the cancel flag is checked, so a newer keystroke stops a long
+# cold prompt (about 0.5 s of work on a 2-core CPU with the default model; a first
+# prompt of ~230 tokens in two decodes instead of four is 3-4% faster there).
+FOREGROUND_BATCH = 128
 _MEASURE_SLOT = "\0measure"
 
 
@@ -535,16 +537,18 @@ class LlamaCppBackend:
         return plan
 
     def _eval_prompt(self, prompt: list[int], cancel: threading.Event | None = None, batch: int = FOREGROUND_BATCH) -> PrefillResult:
-        """Bring the KV cache to ``prompt``, ``batch`` tokens per decode, checking ``cancel``
-        between decodes."""
+        """Bring the KV cache to ``prompt``, at most ``batch`` tokens per decode, checking
+        ``cancel`` between decodes.  The tokens are split into decodes of equal size: a
+        short last decode costs nearly what a full one does."""
         t0 = time.perf_counter()
         plan = self._apply_plan(prompt)
         pos = plan.keep
-        batch = max(1, batch)
+        decodes = max(1, -(-(len(prompt) - pos) // max(1, batch)))
+        size = -(-(len(prompt) - pos) // decodes)
         while pos < len(prompt):
             if cancel is not None and cancel.is_set():
                 break
-            chunk = prompt[pos : pos + batch]
+            chunk = prompt[pos : pos + size]
             self.llama.eval(chunk)
             pos += len(chunk)
         return PrefillResult(

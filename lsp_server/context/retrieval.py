@@ -175,8 +175,10 @@ class _Windows:
         self.key = key
         self.lines = text.split("\n")
         self.windows: list[tuple[int, frozenset[str]]] = []
+        # Identifiers never span lines: a window's set is the union of its lines' sets.
+        per_line = [_identifier_set(line) for line in self.lines]
         for start in range(0, max(1, len(self.lines) - SNIPPET_LINES + 1), SNIPPET_STEP):
-            idents = _identifier_set("\n".join(self.lines[start : start + SNIPPET_LINES]))
+            idents = frozenset().union(*per_line[start : start + SNIPPET_LINES])
             if len(idents) >= 4:
                 self.windows.append((start, idents))
 
@@ -625,6 +627,9 @@ class Retriever:
             found: list[tuple[int, str, tuple[tuple[str, str], ...]]] = []
             alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
             pattern = re.compile(r"(\S*)\s*\b(" + alternatives + r")\b")
+            # The same names alone: a line none of them is on needs no run of ``pattern``
+            # (whose leading ``\S*`` backtracks at every position of the line).
+            mentions = re.compile(r"\b(?:" + alternatives + r")\b")
             lines = text.split("\n")
             in_string = ""  # the quotes of the triple-quoted string a line starts in
             for i, line in enumerate(lines):
@@ -645,6 +650,8 @@ class Retriever:
                 ):
                     continue
                 # (the token before the name, the name) for each use on the line
+                if not mentions.search(line):
+                    continue
                 code = _STRING.sub('""', line.split(comment, 1)[0])
                 uses = tuple((m.group(1)[-12:], m.group(2)) for m in pattern.finditer(code))
                 uses = tuple(u for u in uses if not u[0].endswith("."))  # attribute of something else

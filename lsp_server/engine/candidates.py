@@ -140,23 +140,46 @@ def give_up_rule(bar: float, forced_len: int) -> Callable[[str, Sequence[float],
     """A ``GenerationRequest.give_up`` that stops as soon as the suggestion cannot reach
     ``bar``: one of the first ``EARLY_TOKENS`` tokens the model wrote itself (past the
     forced prefix) is less likely than ``bar`` squared, so the confidence is under the bar
-    whatever follows.  Only tokens on the suggestion's first line count: the caller uses
-    it where that line is kept as written (nothing after the cursor on its line).  A
+    whatever follows.  Only tokens on the suggestion's first line with code count: the
+    caller uses it where that line is kept as written (nothing after the cursor on its
+    line; when the model ends the cursor's line or leaves it blank, the suggestion is the
+    next line with code, ``postprocess._grow_line``, without the blanks before it).  A
     hidden suggestion then costs the tokens up to that one, not the whole line and the
     lines looked ahead at.  None when there is no bar."""
     if bar <= 0:
         return None
     floor = 2 * math.log(bar)
 
+    def counted(own: str, start: int, end: int) -> bool:
+        """Whether the token at ``start:end`` of ``own`` (the text past the forced
+        prefix) is surely among the scored tokens of what the cleanup keeps of ``own``."""
+        if "\n" not in own[:end]:
+            return True  # on the first line, kept as written
+        lines = own.split("\n")
+        if lines[0].strip():
+            return False  # a line after one with code: cleanup may cut there
+        # The model ended the cursor's line: the suggestion is the lines up to the first
+        # with code, blanks emptied (``_grow_line``), scored on the tokens that start
+        # within its length (``kept_logprobs``); the line may still grow.
+        code = next((k for k in range(1, len(lines)) if lines[k].strip()), len(lines) - 1)
+        if own.count("\n", 0, start) > code:
+            return False
+        kept = len("\n" + "\n".join(line.rstrip() for line in lines[1 : code + 1]))
+        return start < kept
+
     def doomed(text: str, logprobs: Sequence[float], ends: Sequence[int]) -> bool:
-        i = len(logprobs) - 1
-        if i < 0 or logprobs[i] >= floor:
-            return False
-        start = ends[i - 1] if i > 0 else 0
-        if start < forced_len or "\n" in text[forced_len : ends[i]]:
-            return False
-        own_before = sum(1 for j in range(i) if (ends[j - 1] if j > 0 else 0) >= forced_len)
-        return own_before < EARLY_TOKENS
+        own = text[forced_len:]
+        seen = 0
+        for j, lp in enumerate(logprobs):
+            start = ends[j - 1] if j > 0 else 0
+            if start < forced_len:
+                continue
+            seen += 1
+            if seen > EARLY_TOKENS:
+                return False
+            if lp < floor and counted(own, start - forced_len, ends[j] - forced_len):
+                return True
+        return False
 
     return doomed
 

@@ -4,6 +4,7 @@ engine's one call into them (CompletionEngine._choose)."""
 import math
 import threading
 import time
+from dataclasses import replace
 
 from lsp_server.backends import GenerationResult
 from lsp_server.config import Settings
@@ -23,6 +24,7 @@ from lsp_server.engine.candidates import (
 from lsp_server.engine.engine import CompletionEngine, CompletionRequest
 from lsp_server.engine.gate import prepare
 from lsp_server.engine.model import LoadedModel
+from lsp_server.engine.postprocess import CursorText, Mode, finalize
 from lsp_server.families.completion import get_template
 
 from .fakes import FakeBackend
@@ -349,7 +351,7 @@ def test_give_up_only_when_the_confidence_can_no_longer_reach_the_bar():
     # Past the first EARLY_TOKENS only the mean counts: later tokens may lift it.
     late = [sure] * EARLY_TOKENS + [unsure] + [sure] * 5
     assert _doomed_at(rule, "x" * len(late), late) is None
-    # Not on the first line (cleanup may cut there), not in the forced prefix.
+    # Not on a line after one with code (cleanup may cut there), not in the forced prefix.
     assert _doomed_at(rule, "ab\ncd", [sure, sure, sure, unsure, sure]) is None
     forced_rule = give_up_rule(bar, forced_len=2)
     assert _doomed_at(forced_rule, "abcd", [unsure, sure, sure, sure]) is None
@@ -407,3 +409,29 @@ async def test_the_engine_gives_up_on_a_hopeless_line_and_hides_it():
     await engine.complete(request("x = 1\ny = ", max_items=3))
     engine.shutdown()
     assert backend.calls[0].give_up is None
+
+
+def test_give_up_on_the_first_line_with_code_after_a_blank_one():
+    """At a new line the model often ends the blank line first: the suggestion is then the
+    next line with code (finalize drops the blanks), and its early tokens doom it as they
+    do on a first line."""
+    bar = 0.6
+    rule = give_up_rule(bar, forced_len=0)
+    sure, unsure = math.log(0.9), math.log(bar**2 * 0.9)
+    pieces = ["  \n", "    ", "def", " f", "(x", "):", "\n", "        return", " x", "\n"]
+    lps = [sure, sure, unsure] + [sure] * (len(pieces) - 3)
+    ends = [sum(len(p) for p in pieces[: k + 1]) for k in range(len(pieces))]
+    text = "".join(pieces)
+    cur = CursorText.from_prefix_suffix("class A:\n    def g(self):\n        return 1\n        ", "\n")
+    shown = finalize(text, Mode.LINE, cur)
+    assert shown == "\n    def f(x):"
+    whole = replace(gen(text, [sure] * len(text)), tokens=list(range(len(pieces))), logprobs=lps, token_ends=ends)
+    assert make_candidate(whole, shown, 0, None, use_gate=False).confidence < bar  # what finishing it finds
+    doomed_at = next((k for k in range(len(pieces)) if rule(text[: ends[k]], lps[: k + 1], ends[: k + 1])), None)
+    assert doomed_at == 2  # at "def": 7 tokens fewer
+    # One token per character: the indentation of that line counts too; a token that
+    # starts past the end of the cleaned line does not.
+    assert _doomed_at(rule, "  \n    x", [sure] * 3 + [unsure] + [sure] * 4) == 7
+    assert _doomed_at(rule, "  \nab", [sure] * 3 + [sure, unsure]) is None
+    # A line after one with code: cleanup may cut there, as before.
+    assert _doomed_at(rule, "ab\n  \ncd", [sure] * 6 + [unsure, sure]) is None
