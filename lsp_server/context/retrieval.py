@@ -649,9 +649,9 @@ class Retriever:
                     or _STRING_START.match(stripped)
                 ):
                     continue
-                # (the token before the name, the name) for each use on the line
                 if not mentions.search(line):
                     continue
+                # (the token before the name, the name) for each use on the line
                 code = _STRING.sub('""', line.split(comment, 1)[0])
                 uses = tuple((m.group(1)[-12:], m.group(2)) for m in pattern.finditer(code))
                 uses = tuple(u for u in uses if not u[0].endswith("."))  # attribute of something else
