@@ -20,6 +20,7 @@ Nothing here runs unless the user asks for it: the server never pulls.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -156,8 +157,10 @@ def pull_huggingface(
     if cancel is not None and cancel.is_set():
         raise PullCancelled(f"download of {m.id} cancelled before it started")
     headers = build_hf_headers(headers={"Accept-Encoding": "identity"})
-    mode = "r+b" if part.exists() else "w+b"
-    with open(part, mode) as fh:
+    # Unbuffered: each chunk is in the file as soon as its progress is reported, so a
+    # cancel (answered at once, while the worker still waits for the next chunk) or a
+    # killed server keeps every byte it has shown.
+    with _WholeWrites(part, "r+b" if part.exists() else "w+b") as fh:
         fh.seek(0, os.SEEK_END)
         resume = fh.tell()
         if resume and not quiet:
@@ -173,27 +176,41 @@ def pull_huggingface(
                 tqdm_class=_progress_class(quiet, progress, cancel),
             )
         except PullCancelled:
-            fh.flush()
             raise PullCancelled(
                 f"download of {m.id} cancelled at {part.stat().st_size} of {size or '?'} bytes; "
                 "the next pull resumes it"
             ) from None
         except Exception as exc:
-            fh.flush()
             kept = part.stat().st_size
             raise PullError(
                 f"download of {m.id} stopped at {kept} of {size or '?'} bytes ({type(exc).__name__}: {exc}); "
                 f"run `quill-lsp models pull {m.id}` again to resume"
             ) from exc
+    if cancel is not None and cancel.is_set():  # during the last chunk: kept, the next pull finds it whole
+        raise PullCancelled(f"download of {m.id} cancelled at its end; the next pull finishes it")
     state.unlink(missing_ok=True)
     actual = sha256_file(part)
     return place_verified(m, part, expected, actual)
 
 
+class _WholeWrites(io.FileIO):
+    """An unbuffered file whose ``write`` returns only once all of the bytes are written."""
+
+    def write(self, data: object) -> int:
+        view = memoryview(cast(bytes, data)).cast("B")
+        done = 0
+        while done < len(view):
+            done += super().write(view[done:]) or 0
+        return done
+
+
 def _progress_class(quiet: bool, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> type:
     """huggingface_hub's progress bar, shown on stderr even when it is not a terminal
     (a pull is a long, explicit user action) unless ``quiet`` or HF_HUB_DISABLE_PROGRESS_BARS;
-    it also tells ``progress`` and stops when ``cancel`` is set (before the chunk is written)."""
+    it also tells ``progress`` and stops when ``cancel`` is set (before the chunk is written).
+
+    ``http_get`` counts a chunk before it writes it, so ``progress`` hears of a chunk at the
+    next one (or at the end): a figure the editor shows is already in the file."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Progress(hf_tqdm):  # type: ignore[misc, valid-type]
@@ -202,17 +219,26 @@ def _progress_class(quiet: bool, progress: ProgressFn | None = None, cancel: thr
             kwargs.setdefault("file", sys.stderr)
             kwargs.setdefault("mininterval", 0.5)
             super().__init__(*args, **kwargs)
-            self._done = int(cast(int, kwargs.get("initial") or 0))
+            self._done = int(cast(int, kwargs.get("initial") or 0))  # bytes in the file
+            self._coming = 0  # counted, being written
+            self._told = False
             if progress is not None:
                 progress(self._done, cast("int | None", kwargs.get("total")))
 
         def update(self, n: float | None = 1) -> bool | None:
             if cancel is not None and cancel.is_set():
                 raise PullCancelled("cancelled")
-            self._done += int(n or 0)
+            self._done += self._coming
+            self._coming = int(n or 0)
             if progress is not None:
                 progress(self._done, self.total)
             return cast("bool | None", super().update(n))
+
+        def close(self) -> None:
+            if not self._told and progress is not None and not (cancel is not None and cancel.is_set()):
+                self._told = True
+                progress(self._done + self._coming, self.total)
+            super().close()
 
     return Progress
 

@@ -103,13 +103,17 @@ class OfferWorld:
 
 
 @contextmanager
-def offer_world(tmp: Path, *, offline: bool = False, throttle_s: float = 2.0) -> Iterator[OfferWorld]:
-    """Start the fake hub and write the models folder; ``world.env`` starts the editor."""
+def offer_world(
+    tmp: Path, *, offline: bool = False, throttle_s: float = 2.0, pad_to: int = 0
+) -> Iterator[OfferWorld]:
+    """Start the fake hub and write the models folder; ``world.env`` starts the editor.
+    ``pad_to`` zero-fills the hub's file to that many bytes (a download of several chunks)."""
     root = tmp / "offer-world"
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     (root / "cache").mkdir(exist_ok=True)
     content = tiny_model_bytes(root)
+    content += bytes(max(0, pad_to - len(content)))
     (models / f"{MODEL_ID}.toml").write_text(manifest_text(content), encoding="utf-8")
     hub = FakeHub(content, repo=HUB_REPO, file=HUB_FILE)
     hub.throttle_s = throttle_s

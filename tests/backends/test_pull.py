@@ -170,28 +170,53 @@ def test_pull_gives_up_on_a_host_that_never_answers(env):
 
 
 def test_progress_and_cancel_hooks(hub, env):
-    """What quill/pullModel builds on: bytes reported as they arrive, and a cancel that
-    stops at the next chunk and keeps the partial file for the next pull."""
+    """What quill/pullModel builds on: bytes reported once they are in the file, and a
+    cancel that stops at the next chunk and keeps the partial file for the next pull."""
     _, models = env
-    hub.content, hub.etag = BIG, sha(BIG)
+    content = BIG * 2  # three chunks
+    hub.content, hub.etag = content, sha(content)
     m = hf_manifest(models)
     seen: list[tuple[int, int | None]] = []
     cancel = threading.Event()
+    part = registry.model_dir(m) / (FILE + ".part")
+    on_disk: list[int] = []
 
     def progress(done: int, total: int | None) -> None:
         seen.append((done, total))
+        on_disk.append(part.stat().st_size if part.exists() else 0)
         if done >= HF_CHUNK:
-            cancel.set()  # after the first 10 MiB chunk
+            cancel.set()  # once the first 10 MiB chunk is in
 
     with pytest.raises(PullCancelled):
         pull_model(m, endpoint=hub.url, quiet=True, progress=progress, cancel=cancel)
-    assert seen[0] == (0, len(BIG)) and seen[-1] == (HF_CHUNK, len(BIG))
-    part = registry.model_dir(m) / (FILE + ".part")
-    assert part.stat().st_size == HF_CHUNK  # the chunk that was reported was written
+    assert seen[0] == (0, len(content)) and seen[-1] == (HF_CHUNK, len(content))
+    assert all(disk >= done for disk, (done, _) in zip(on_disk, seen, strict=True))  # never told ahead of the file
+    # The chunk in hand when the cancel came was written; the next one was not.
+    assert part.stat().st_size == 2 * HF_CHUNK
     seen.clear()
     path = pull_model(m, endpoint=hub.url, quiet=True, progress=progress)
+    assert path.read_bytes() == content
+    assert seen[0] == (2 * HF_CHUNK, len(content)) and seen[-1] == (len(content), len(content))  # resumed
+
+
+def test_a_cancel_during_the_last_chunk_keeps_the_whole_file_for_the_next_pull(hub, env):
+    _, models = env
+    hub.content, hub.etag = BIG, sha(BIG)  # two chunks
+    m = hf_manifest(models)
+    cancel = threading.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        if done >= HF_CHUNK:
+            cancel.set()  # told at the last chunk, which is then written
+
+    with pytest.raises(PullCancelled):
+        pull_model(m, endpoint=hub.url, quiet=True, progress=progress, cancel=cancel)
+    assert not (registry.model_dir(m) / FILE).exists()
+    assert (registry.model_dir(m) / (FILE + ".part")).read_bytes() == BIG
+    before = len(hub.requests)
+    path = pull_model(m, endpoint=hub.url, quiet=True)
     assert path.read_bytes() == BIG
-    assert seen[0] == (HF_CHUNK, len(BIG)) and seen[-1] == (len(BIG), len(BIG))  # resumed
+    assert [r for r in hub.requests[before:] if r[0] == "GET"] == []  # nothing fetched again
 
 
 def test_cli_pull_and_path(hub, env, capsys, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub import constants as hf_constants
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
@@ -140,7 +141,10 @@ async def test_offer_download_and_switch_without_a_restart(tmp_path: Path) -> No
 
 
 async def test_cancel_keeps_the_part_and_the_next_pull_resumes(tmp_path: Path) -> None:
-    with offer_world(tmp_path, throttle_s=8.0) as world:
+    # huggingface_hub hands over the body in chunks of DOWNLOAD_CHUNK_SIZE and progress is
+    # told once a chunk is written: four chunks put the cancel in the middle of the file.
+    four_chunks = 4 * hf_constants.DOWNLOAD_CHUNK_SIZE - 1
+    with offer_world(tmp_path, throttle_s=8.0, pad_to=four_chunks) as world:
         async with quill(world.env, tmp_path) as client:
             await wait_model(client, "smollm2-135m-instruct")
             client.progress_reports["pull-c"] = []
