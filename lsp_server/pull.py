@@ -157,14 +157,17 @@ def pull_huggingface(
     if cancel is not None and cancel.is_set():
         raise PullCancelled(f"download of {m.id} cancelled before it started")
     headers = build_hf_headers(headers={"Accept-Encoding": "identity"})
-    # Unbuffered: each chunk is in the file as soon as its progress is reported, so a
-    # cancel (answered at once, while the worker still waits for the next chunk) or a
-    # killed server keeps every byte it has shown.
-    with _WholeWrites(part, "r+b" if part.exists() else "w+b") as fh:
+    # ``progress`` hears of a chunk from the file once it is written (unbuffered), not from
+    # the progress bar, which ``http_get`` moves before it writes: a cancel is answered at
+    # once, while the worker may still be writing, and every byte it has shown is kept.
+    total: list[int | None] = [size]
+    with _WrittenFile(part, "r+b" if part.exists() else "w+b") as fh:
         fh.seek(0, os.SEEK_END)
         resume = fh.tell()
         if resume and not quiet:
             print(f"resuming {src.filename} at {resume} of {size or '?'} bytes", file=sys.stderr)
+        if progress is not None:
+            fh.on_write = lambda at: progress(at, total[0])
         try:
             http_get(
                 meta.location or url,
@@ -173,7 +176,7 @@ def pull_huggingface(
                 headers=headers,
                 expected_size=size,
                 displayed_filename=src.filename,
-                tqdm_class=_progress_class(quiet, progress, cancel),
+                tqdm_class=_progress_class(quiet, progress, cancel, total),
             )
         except PullCancelled:
             raise PullCancelled(
@@ -186,31 +189,40 @@ def pull_huggingface(
                 f"download of {m.id} stopped at {kept} of {size or '?'} bytes ({type(exc).__name__}: {exc}); "
                 f"run `quill-lsp models pull {m.id}` again to resume"
             ) from exc
-    if cancel is not None and cancel.is_set():  # during the last chunk: kept, the next pull finds it whole
+    if cancel is not None and cancel.is_set():  # after the last chunk: kept, the next pull finds it whole
         raise PullCancelled(f"download of {m.id} cancelled at its end; the next pull finishes it")
     state.unlink(missing_ok=True)
     actual = sha256_file(part)
     return place_verified(m, part, expected, actual)
 
 
-class _WholeWrites(io.FileIO):
-    """An unbuffered file whose ``write`` returns only once all of the bytes are written."""
+class _WrittenFile(io.FileIO):
+    """An unbuffered file whose ``write`` returns once all of the bytes are written, and
+    then tells ``on_write`` how far into the file it is."""
+
+    on_write: Callable[[int], None] | None = None
 
     def write(self, data: object) -> int:
         view = memoryview(cast(bytes, data)).cast("B")
         done = 0
         while done < len(view):
             done += super().write(view[done:]) or 0
+        if self.on_write is not None:
+            self.on_write(self.tell())
         return done
 
 
-def _progress_class(quiet: bool, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> type:
+def _progress_class(
+    quiet: bool,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    total: list[int | None] | None = None,
+) -> type:
     """huggingface_hub's progress bar, shown on stderr even when it is not a terminal
     (a pull is a long, explicit user action) unless ``quiet`` or HF_HUB_DISABLE_PROGRESS_BARS;
-    it also tells ``progress`` and stops when ``cancel`` is set (before the chunk is written).
-
-    ``http_get`` counts a chunk before it writes it, so ``progress`` hears of a chunk at the
-    next one (or at the end): a figure the editor shows is already in the file."""
+    it tells ``progress`` where the download starts, keeps the size it learns in ``total``,
+    and stops when ``cancel`` is set (``http_get`` moves the bar before it writes a chunk,
+    so that chunk is not written)."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Progress(hf_tqdm):  # type: ignore[misc, valid-type]
@@ -219,26 +231,16 @@ def _progress_class(quiet: bool, progress: ProgressFn | None = None, cancel: thr
             kwargs.setdefault("file", sys.stderr)
             kwargs.setdefault("mininterval", 0.5)
             super().__init__(*args, **kwargs)
-            self._done = int(cast(int, kwargs.get("initial") or 0))  # bytes in the file
-            self._coming = 0  # counted, being written
-            self._told = False
+            size = cast("int | None", kwargs.get("total"))
+            if total is not None and size:
+                total[0] = size
             if progress is not None:
-                progress(self._done, cast("int | None", kwargs.get("total")))
+                progress(int(cast(int, kwargs.get("initial") or 0)), size)
 
         def update(self, n: float | None = 1) -> bool | None:
             if cancel is not None and cancel.is_set():
                 raise PullCancelled("cancelled")
-            self._done += self._coming
-            self._coming = int(n or 0)
-            if progress is not None:
-                progress(self._done, self.total)
             return cast("bool | None", super().update(n))
-
-        def close(self) -> None:
-            if not self._told and progress is not None and not (cancel is not None and cancel.is_set()):
-                self._told = True
-                progress(self._done + self._coming, self.total)
-            super().close()
 
     return Progress
 
