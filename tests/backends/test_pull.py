@@ -173,8 +173,7 @@ def test_progress_and_cancel_hooks(hub, env):
     """What quill/pullModel builds on: bytes reported once they are in the file, and a
     cancel that stops at the next chunk and keeps the partial file for the next pull."""
     _, models = env
-    content = BIG  # two chunks
-    hub.content, hub.etag = content, sha(content)
+    hub.content, hub.etag = BIG, sha(BIG)  # two chunks
     m = hf_manifest(models)
     seen: list[tuple[int, int | None]] = []
     cancel = threading.Event()
@@ -189,13 +188,13 @@ def test_progress_and_cancel_hooks(hub, env):
 
     with pytest.raises(PullCancelled):
         pull_model(m, endpoint=hub.url, quiet=True, progress=progress, cancel=cancel)
-    assert seen[0] == (0, len(content)) and seen[-1] == (HF_CHUNK, len(content))
+    assert seen[0] == (0, len(BIG)) and seen[-1] == (HF_CHUNK, len(BIG))
     assert all(disk >= done for disk, (done, _) in zip(on_disk, seen, strict=True))  # never told ahead of the file
     assert part.stat().st_size == HF_CHUNK  # the next chunk was not written
     seen.clear()
     path = pull_model(m, endpoint=hub.url, quiet=True, progress=progress)
-    assert path.read_bytes() == content
-    assert seen[0] == (HF_CHUNK, len(content)) and seen[-1] == (len(content), len(content))  # resumed
+    assert path.read_bytes() == BIG
+    assert seen[0] == (HF_CHUNK, len(BIG)) and seen[-1] == (len(BIG), len(BIG))  # resumed
 
 
 def test_a_cancel_after_the_last_chunk_keeps_the_whole_file_for_the_next_pull(hub, env):
